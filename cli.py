@@ -1,0 +1,256 @@
+"""The `graphgen` command: parses arguments and renders events; the work happens in `graphgen`.
+
+Exit codes: 0 success, 1 a node failed, 2 invalid workflow or usage, 130 cancelled (Ctrl-C).
+No traceback is shown unless `--debug` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_NODE_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _common(parser: argparse.ArgumentParser, workflow: bool = True) -> None:
+    if workflow:
+        parser.add_argument("workflow", help="workflow JSON file (graphgen or ComfyUI API format)")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="set an input (NODE.INPUT=VALUE) or a workflow parameter (PARAM=VALUE); repeatable")
+    parser.add_argument("--plugins", action="append", default=[], metavar="DIR",
+                        help="load node packs from this plugin folder (repeatable; also GRAPHGEN_PLUGIN_PATH)")
+    parser.add_argument("--models-dir", type=Path, default=None, help="models folder (ComfyUI layout)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graphgen", description="Run node-graph diffusion workflows (Kolors first).")
+    parser.add_argument("--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="validate and run a workflow")
+    _common(run)
+    run.add_argument("--output-dir", type=Path, default=Path("output"), help="where outputs are written (default: output)")
+    run.add_argument("--input-dir", type=Path, default=Path("input"), help="where input images are found (default: input)")
+    run.add_argument("--force", action="append", default=[], metavar="NODE", help="re-run this node even if cached")
+    run.set_defaults(handler=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a workflow without running it")
+    _common(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    nodes = sub.add_parser("nodes", help="list node types, or describe one")
+    nodes.add_argument("type", nargs="?", help="a node type to describe")
+    _common(nodes, workflow=False)
+    nodes.set_defaults(handler=cmd_nodes)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of graphgen workflows")
+    schema.set_defaults(handler=cmd_schema, debug=False)
+    return parser
+
+
+class UsageError(Exception):
+    """A problem with the command line itself (exit code 2)."""
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _engine(args: argparse.Namespace, **settings: Any) -> Any:
+    from graphgen import Engine
+    from graphgen.console import print_pack_problems
+
+    for directory in args.plugins:
+        if not Path(directory).is_dir():
+            raise UsageError(f"--plugins {directory}: no such folder")
+    engine = Engine(plugins=args.plugins, models_dir=args.models_dir, **settings)
+    if engine.registry.problems:
+        tracebacks = {name: info.traceback or "" for name, info in engine.registry.packs.items()}
+        print_pack_problems(_console(stderr=True), engine.registry.problems, args.debug, tracebacks)
+    return engine
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from graphgen.overrides import parse_set_arguments
+
+    return parse_set_arguments(args.overrides)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from graphgen.errors import WorkflowError
+
+    engine = _engine(args)
+    try:
+        prepared = engine.prepare(args.workflow, _overrides(args))
+    except WorkflowError as exc:
+        return _invalid(args, exc)
+    if args.json:
+        print(json.dumps({"valid": True, "nodes": len(prepared.nodes), "output_nodes": prepared.output_nodes}))
+    else:
+        _console().print(f"[green]valid[/]: {len(prepared.nodes)} nodes, output nodes "
+                         f"{', '.join(prepared.output_nodes)}")
+    return EXIT_OK
+
+
+def _invalid(args: argparse.Namespace, exc: Any) -> int:
+    from graphgen.console import print_issues
+
+    if args.json:
+        print(json.dumps({"valid": False, **exc.to_dict()}, ensure_ascii=False))
+    else:
+        print_issues(_console(stderr=True), exc.issues, str(getattr(args, "workflow", "")))
+    return EXIT_INVALID
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from graphgen.console import JsonEventWriter, RunView, print_summary
+    from graphgen.errors import WorkflowError
+
+    engine = _engine(args, output_dir=args.output_dir, input_dir=args.input_dir)
+    try:
+        prepared = engine.prepare(args.workflow, _overrides(args))
+    except WorkflowError as exc:
+        return _invalid(args, exc)
+    missing = [n for n in args.force if n not in prepared.nodes]
+    if missing:
+        raise UsageError(f"--force {missing[0]}: the workflow has no node {missing[0]!r}")
+    with _cancel_on_interrupt(engine.cancel):
+        if args.json:
+            result = engine.run(prepared, on_event=JsonEventWriter(), force=args.force)
+        else:
+            console = _console()
+            with RunView(console) as view:
+                result = engine.run(prepared, on_event=view, force=args.force)
+            types = {n: p.spec.type_name for n, p in prepared.nodes.items()}
+            print_summary(console, result, types, debug=args.debug)
+    return {"success": EXIT_OK, "failed": EXIT_NODE_FAILED, "cancelled": EXIT_CANCELLED}[result.status]
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    specs = engine.registry.specs()
+    if args.type:
+        try:
+            spec = engine.registry.get(args.type)
+        except KeyError:
+            close = engine.registry.closest(args.type)
+            raise UsageError(f"unknown node type {args.type!r}" +
+                             (f"; did you mean {', '.join(close)}?" if close else "")) from None
+        if args.json:
+            print(json.dumps(spec.describe(), indent=2, default=str, ensure_ascii=False))
+        else:
+            _describe_node(spec.describe())
+        return EXIT_OK
+    if args.json:
+        print(json.dumps([specs[name].describe() for name in sorted(specs)], indent=2, default=str, ensure_ascii=False))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    for column in ("type", "category", "pack", "inputs", "outputs"):
+        table.add_column(column)
+    for name in sorted(specs):
+        spec = specs[name]
+        table.add_row(name, spec.category, spec.pack, ", ".join(n for n, i in spec.inputs.items() if not i.hidden),
+                      ", ".join(f"{o.name}:{o.type}" for o in spec.outputs))
+    _console().print(table)
+    return EXIT_OK
+
+
+def _describe_node(info: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    console = _console()
+    console.print(f"[bold]{escape(info['type'])}[/]  [dim]{escape(info['category'])} · pack {escape(info['pack'])} · "
+                  f"version {escape(info['version'])}{' · output node' if info['output_node'] else ''}[/]")
+    if info["description"]:
+        console.print(escape(info["description"]))
+    console.print("[bold]inputs[/]")
+    for item in info["inputs"]:
+        extras = ", ".join(f"{k}={v!r}" for k, v in item.items() if k not in ("name", "type", "description", "optional"))
+        console.print(f"  {escape(item['name'])}: {escape(item['type'])}{' (optional)' if item['optional'] else ''}"
+                      f"{' ' + escape(extras) if extras else ''}" +
+                      (f"\n    [dim]{escape(item['description'])}[/]" if item.get("description") else ""))
+    console.print("[bold]outputs[/]")
+    for index, item in enumerate(info["outputs"]):
+        console.print(f"  {index}: {escape(item['name'])}: {escape(item['type'])}")
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from graphgen.workflow import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+class _cancel_on_interrupt:  # noqa: N801 - used as a context manager
+    """First Ctrl-C asks the engine to stop cleanly; a second one aborts at once."""
+
+    def __init__(self, cancel: Callable[[], None]) -> None:
+        self.cancel = cancel
+        self.previous: Any = None
+        self.hits = 0
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.hits += 1
+        if self.hits > 1:
+            raise KeyboardInterrupt
+        print("\ncancelling at the next step (Ctrl-C again to abort)", file=sys.stderr)
+        self.cancel()
+
+    def __enter__(self) -> _cancel_on_interrupt:
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not in the main thread
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `graphgen` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from graphgen import __version__
+
+        print(f"graphgen {__version__}")
+        return EXIT_OK
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_INVALID
+    debug = getattr(args, "debug", False) or os.environ.get("GRAPHGEN_DEBUG") == "1"
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"graphgen: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("graphgen: aborted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:
+        from graphgen.errors import WorkflowError
+
+        if isinstance(exc, WorkflowError):
+            return _invalid(args, exc)
+        if debug:
+            raise
+        print(f"graphgen: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_NODE_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

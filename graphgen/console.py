@@ -1,0 +1,176 @@
+"""Terminal rendering with rich: the live run view, validation issues, pack problems, summaries."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from graphgen.errors import Issue
+from graphgen.events import (
+    Event,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeProgress,
+    NodeSkipped,
+    NodeStarted,
+    NodeWarning,
+    RunFinished,
+    RunStarted,
+)
+from graphgen.executor import RunResult
+from graphgen.registry import PackProblem
+
+# Per-node lines are printed for workflows up to this size; larger ones show counts only.
+DETAIL_LIMIT = 60
+
+
+def print_issues(console: Console, issues: Iterable[Issue], origin: str = "") -> None:
+    """One line per issue: where, what, and how to fix it."""
+    issues = list(issues)
+    title = f"{origin}: " if origin else ""
+    console.print(f"[bold red]{escape(title)}{len(issues)} problem{'s' if len(issues) != 1 else ''} "
+                  "found; nothing was run[/]")
+    for issue in issues:
+        fix = f" [dim]— fix: {escape(issue.hint)}[/]" if issue.hint else ""
+        console.print(f"  [red]✗[/] [bold]{escape(issue.where())}[/]: {escape(issue.message)}{fix}",
+                      soft_wrap=True)
+
+
+def print_pack_problems(console: Console, problems: Iterable[PackProblem], debug: bool = False,
+                        tracebacks: dict[str, str] | None = None) -> None:
+    for problem in problems:
+        console.print(f"[yellow]warning:[/] {escape(problem.message)}", soft_wrap=True)
+        if debug and tracebacks and tracebacks.get(problem.pack):
+            console.print(escape(tracebacks[problem.pack]))
+
+
+class JsonEventWriter:
+    """`--json`: one JSON object per event and line."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(json.dumps(event.to_dict(), default=str, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class RunView:
+    """A live view of a run: overall progress, a bar for nodes that report steps, node lines.
+
+    Use as a context manager and pass the instance as `on_event`.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=True,
+        )
+        self._overall: TaskID | None = None
+        self._steps: dict[str, TaskID] = {}
+        self._types: dict[str, str] = {}
+        self._detail = True
+        self._done = 0
+
+    def __enter__(self) -> RunView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler:
+            handler(event)
+
+    def _advance(self) -> None:
+        self._done += 1
+        if self._overall is not None:
+            self.progress.update(self._overall, completed=self._done)
+
+    def _on_run_started(self, event: RunStarted) -> None:
+        self._types = dict(event.node_types)
+        self._detail = len(event.nodes) <= DETAIL_LIMIT
+        self._overall = self.progress.add_task("nodes", total=len(event.nodes))
+
+    def _label(self, node_id: str) -> str:
+        return f"{escape(node_id)} [cyan]{escape(self._types.get(node_id, ''))}[/]"
+
+    def _on_node_started(self, event: NodeStarted) -> None:
+        if self._overall is not None:
+            self.progress.update(self._overall, description=f"running {self._label(event.node_id)}")
+
+    def _on_node_cached(self, event: NodeCached) -> None:
+        if self._detail:
+            self.console.print(f"  [dim]•[/] {self._label(event.node_id)} [dim]cached[/]")
+        self._advance()
+
+    def _on_node_progress(self, event: NodeProgress) -> None:
+        task = self._steps.get(event.node_id)
+        if task is None:
+            task = self.progress.add_task(f"  {self._label(event.node_id)}", total=event.total)
+            self._steps[event.node_id] = task
+        description = f"  {self._label(event.node_id)}" + (f" {escape(event.message)}" if event.message else "")
+        self.progress.update(task, completed=event.value, total=event.total, description=description)
+
+    def _end_steps(self, node_id: str) -> None:
+        task = self._steps.pop(node_id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+    def _on_node_warning(self, event: NodeWarning) -> None:
+        self.console.print(f"  [yellow]![/] {self._label(event.node_id)}: {escape(event.message)}", soft_wrap=True)
+
+    def _on_node_finished(self, event: NodeFinished) -> None:
+        self._end_steps(event.node_id)
+        if self._detail:
+            self.console.print(f"  [green]✓[/] {self._label(event.node_id)} [dim]{event.seconds:.2f}s[/]")
+        for kind, items in (event.ui or {}).items():
+            for item in items if isinstance(items, list) else [items]:
+                if isinstance(item, dict) and "path" in item:
+                    self.console.print(f"    [dim]{escape(kind)}:[/] {escape(str(item['path']))}")
+        self._advance()
+
+    def _on_node_failed(self, event: NodeFailed) -> None:
+        self._end_steps(event.node_id)
+        self.console.print(f"  [red]✗[/] {self._label(event.node_id)} failed: {escape(event.error)}", soft_wrap=True)
+        self._advance()
+
+    def _on_node_skipped(self, event: NodeSkipped) -> None:
+        self._end_steps(event.node_id)
+        if self._detail:
+            self.console.print(f"  [yellow]-[/] {self._label(event.node_id)} skipped: {escape(event.reason)}")
+        self._advance()
+
+    def _on_run_finished(self, event: RunFinished) -> None:
+        if self._overall is not None:
+            self.progress.update(self._overall, description="done")
+
+
+def print_summary(console: Console, result: RunResult, node_types: dict[str, str], debug: bool = False) -> None:
+    """Timings of the slowest nodes and the run's totals."""
+    if result.timings:
+        table = Table(title="slowest nodes" if len(result.timings) > 10 else "timings", show_edge=False)
+        table.add_column("node")
+        table.add_column("type", style="cyan")
+        table.add_column("seconds", justify="right")
+        for node_id, seconds in sorted(result.timings.items(), key=lambda kv: -kv[1])[:10]:
+            table.add_row(node_id, node_types.get(node_id, ""), f"{seconds:.3f}")
+        console.print(table)
+    colour = {"success": "green", "failed": "red", "cancelled": "yellow"}[result.status]
+    console.print(f"[bold {colour}]{result.status}[/]: {len(result.executed)} executed, {len(result.cached)} cached, "
+                  f"{len(result.failed)} failed, {len(result.skipped)} skipped in {result.seconds:.2f}s")
+    for error in result.failed.values():
+        console.print(f"  [red]✗[/] {escape(str(error))}", soft_wrap=True)
+        if debug and error.traceback:
+            console.print(escape(error.traceback))

@@ -1,0 +1,136 @@
+"""`Engine`: the small face that ties the registry, validation, the cache and the executor together.
+
+    import graphgen
+
+    engine = graphgen.Engine(output_dir="out")
+    workflow = graphgen.load_workflow("workflows/kolors_txt2img.json")
+    result = engine.run(workflow, overrides={"14.seed": 7}, on_event=print)
+    result.executed, result.cached, result.ui
+
+One Engine keeps its output cache and its loaded models across runs: an app that calls `run`
+again with a changed seed re-runs only the nodes that depend on the seed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from graphgen.cache import OutputCache
+from graphgen.context import EngineSettings
+from graphgen.events import Event
+from graphgen.executor import Executor, RunResult
+from graphgen.overrides import apply_overrides
+from graphgen.registry import NodeRegistry, default_registry
+from graphgen.resources import ResourceCache
+from graphgen.validation import PreparedWorkflow, validate
+from graphgen.workflow import Workflow, load_workflow
+
+WorkflowSource = Workflow | str | Path | dict[str, Any] | bytes
+
+
+class Engine:
+    """Loads node packs, validates and runs workflows, and keeps caches between runs.
+
+    Args:
+        output_dir: Where output nodes write files.
+        input_dir: Where image loaders find relative file names.
+        models_dir: A models folder (ComfyUI layout) for loaders that take model names.
+        plugins: Extra plugin folders to load node packs from.
+        registry: Use this registry instead of building the default one.
+        cache_entries: Most node outputs kept in the cache.
+        cache_bytes: Memory budget of the output cache (estimated from tensor sizes).
+        resource_bytes: Memory budget for shared loaded models (None: no limit).
+    """
+
+    def __init__(
+        self,
+        *,
+        output_dir: str | os.PathLike[str] = "output",
+        input_dir: str | os.PathLike[str] = "input",
+        models_dir: str | os.PathLike[str] | None = None,
+        plugins: Iterable[str | os.PathLike[str]] = (),
+        registry: NodeRegistry | None = None,
+        cache_entries: int = 10_000,
+        cache_bytes: int | None = None,
+        resource_bytes: int | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else default_registry(plugins)
+        if registry is not None:
+            for directory in plugins:
+                self.registry.load_plugin_dir(directory)
+        self.settings = EngineSettings(output_dir=Path(output_dir), input_dir=Path(input_dir),
+                                       models_dir=Path(models_dir) if models_dir else None)
+        self.cache = OutputCache(max_entries=cache_entries, max_bytes=cache_bytes)
+        self.resources = ResourceCache(max_bytes=resource_bytes)
+        self._executor = Executor(self.cache, self.settings, self.resources)
+        self._cancel = threading.Event()
+        self._run_lock = threading.Lock()
+
+    def prepare(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> PreparedWorkflow:
+        """Load, apply overrides and validate; raises `WorkflowError` listing every problem."""
+        loaded = load_workflow(workflow)
+        return validate(apply_overrides(loaded, overrides, self.registry), self.registry)
+
+    def validate(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> list[Any]:
+        """Every problem with a workflow (an empty list when it can run)."""
+        from graphgen.errors import WorkflowError
+
+        try:
+            self.prepare(workflow, overrides)
+        except WorkflowError as exc:
+            return exc.issues
+        return []
+
+    def run(
+        self,
+        workflow: WorkflowSource | PreparedWorkflow,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        force: Iterable[str] = (),
+        outputs: Iterable[str] | None = None,
+        use_cache: bool = True,
+    ) -> RunResult:
+        """Run a workflow.
+
+        Args:
+            workflow: A workflow (path, JSON text, dict, `Workflow`) or a prepared one.
+            overrides: `{"NODE.INPUT": value, "PARAM": value}`.
+            on_event: Called with each `graphgen.events.Event`, in the running thread.
+            force: Node ids to re-run even when their results are cached.
+            outputs: Output node ids to produce (default: all output nodes).
+            use_cache: False runs every needed node and leaves the cache untouched.
+
+        Returns:
+            The `RunResult`. A failing node does not raise: see `result.failed`.
+
+        Raises:
+            WorkflowError: the workflow is invalid (nothing ran).
+        """
+        prepared = workflow if isinstance(workflow, PreparedWorkflow) else self.prepare(workflow, overrides)
+        emit = on_event or _ignore
+        with self._run_lock:
+            self._cancel.clear()
+            return self._executor.run(prepared, emit=emit, cancel_event=self._cancel, force=force,
+                                      targets=outputs, use_cache=use_cache)
+
+    def cancel(self) -> None:
+        """Ask the running workflow to stop at the next node or step. Safe from any thread."""
+        self._cancel.set()
+
+    def clear_cache(self) -> None:
+        """Forget cached node outputs (loaded models stay: see `free_resources`)."""
+        self.cache.clear()
+
+    def free_resources(self) -> int:
+        """Drop shared loaded models (and cached outputs that hold them); returns how many."""
+        self.cache.clear()
+        return self.resources.free()
+
+
+def _ignore(_: Event) -> None:
+    return None

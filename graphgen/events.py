@@ -1,0 +1,101 @@
+"""Typed events a run emits to its `on_event` callback (and `graphgen run --json` prints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class Event:
+    """Base class; `kind` names the event in its JSON form."""
+
+    kind: ClassVar[str] = "event"
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: `{"event": kind, ...fields}`."""
+        out: dict[str, Any] = {"event": self.kind}
+        for f in dataclasses.fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    nodes: list[str] = field(default_factory=list)
+    """Ids of the nodes this run needs, in execution order."""
+    node_types: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class NodeStarted(Event):
+    kind: ClassVar[str] = "node_started"
+    node_id: str = ""
+    node_type: str = ""
+
+
+@dataclass
+class NodeCached(Event):
+    kind: ClassVar[str] = "node_cached"
+    node_id: str = ""
+    node_type: str = ""
+
+
+@dataclass
+class NodeProgress(Event):
+    kind: ClassVar[str] = "node_progress"
+    node_id: str = ""
+    value: int = 0
+    total: int | None = None
+    message: str = ""
+
+
+@dataclass
+class NodeWarning(Event):
+    kind: ClassVar[str] = "node_warning"
+    node_id: str = ""
+    node_type: str = ""
+    message: str = ""
+
+
+@dataclass
+class NodeFinished(Event):
+    kind: ClassVar[str] = "node_finished"
+    node_id: str = ""
+    node_type: str = ""
+    seconds: float = 0.0
+    ui: dict[str, Any] | None = None
+
+
+@dataclass
+class NodeFailed(Event):
+    kind: ClassVar[str] = "node_failed"
+    node_id: str = ""
+    node_type: str = ""
+    error: str = ""
+    error_type: str = ""
+
+
+@dataclass
+class NodeSkipped(Event):
+    """A node did not run because a node it depends on failed (or the run was cancelled)."""
+
+    kind: ClassVar[str] = "node_skipped"
+    node_id: str = ""
+    node_type: str = ""
+    reason: str = ""
+
+
+@dataclass
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    status: str = "success"
+    """`success`, `failed` (some node failed) or `cancelled`."""
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0

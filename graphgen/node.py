@@ -1,0 +1,195 @@
+"""Declaring nodes the graphgen way: a class with typed inputs, outputs and a `run` method.
+
+    from graphgen.node import Node, Int, String, Output
+
+    class Repeat(Node):
+        \"\"\"Repeat a text.\"\"\"
+        category = "text"
+        inputs = [String("text", multiline=True), Int("times", default=2, min=1, max=100)]
+        outputs = [Output("STRING", "text")]
+
+        def run(self, text: str, times: int) -> str:
+            return text * times
+
+`run` receives the inputs as keyword arguments (optional inputs that are not given are left out)
+and returns one value per output (a tuple, or the bare value for a single output, or a `Result`
+to attach UI data such as saved file names). `self.ctx` gives progress, cancellation, warnings,
+folders and shared resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from graphgen.context import NodeContext
+from graphgen.spec import (
+    BOOLEAN,
+    COMBO,
+    FLOAT,
+    INT,
+    MISSING,
+    STRING,
+    Choices,
+    ExecutionOutcome,
+    InputSpec,
+    NodeSpec,
+    OutputSpec,
+)
+
+__all__ = [
+    "Node", "Result", "Output", "Input", "Int", "Float", "String", "Bool", "Choice", "Link",
+]
+
+
+def Input(name: str, type: str, **options: Any) -> InputSpec:  # noqa: N802 - reads like a type
+    """Any input: `Input("model", "KOLORS_UNET", description=...)`."""
+    return InputSpec(name=name, type=type, **options)
+
+
+def Int(name: str, default: int = MISSING, *, min: int | None = None, max: int | None = None,  # noqa: N802
+        step: int | None = None, **options: Any) -> InputSpec:
+    """An integer input (a constant or a link from an INT output)."""
+    return InputSpec(name=name, type=INT, default=default, min=min, max=max, step=step, **options)
+
+
+def Float(name: str, default: float = MISSING, *, min: float | None = None, max: float | None = None,  # noqa: N802
+          step: float | None = None, **options: Any) -> InputSpec:
+    """A floating-point input."""
+    return InputSpec(name=name, type=FLOAT, default=default, min=min, max=max, step=step, **options)
+
+
+def String(name: str, default: str = MISSING, *, multiline: bool = False, **options: Any) -> InputSpec:  # noqa: N802
+    """A text input; `multiline` shows a text area in editors."""
+    return InputSpec(name=name, type=STRING, default=default, multiline=multiline, **options)
+
+
+def Bool(name: str, default: bool = MISSING, **options: Any) -> InputSpec:  # noqa: N802
+    """A boolean input."""
+    return InputSpec(name=name, type=BOOLEAN, default=default, **options)
+
+
+def Choice(name: str, choices: Choices, default: Any = MISSING, **options: Any) -> InputSpec:  # noqa: N802
+    """One of a list of values; `choices` may be a callable evaluated at validation time."""
+    if default is MISSING and not callable(choices) and len(choices) > 0:
+        default = list(choices)[0]
+    return InputSpec(name=name, type=COMBO, choices=choices, default=default, **options)
+
+
+def Link(name: str, type: str, **options: Any) -> InputSpec:  # noqa: N802
+    """An input that must come from another node's output of the given type."""
+    return InputSpec(name=name, type=type, force_link=True, **options)
+
+
+@dataclass(frozen=True)
+class Output:
+    """Declares an output: `Output("LATENT", "latent")`."""
+
+    type: str
+    name: str = ""
+    description: str = ""
+
+
+@dataclass
+class Result:
+    """Return this from `run` to attach UI data (e.g. `{"images": [...]}`) to the outputs."""
+
+    values: tuple[Any, ...] = ()
+    ui: dict[str, Any] | None = field(default=None)
+
+    def __init__(self, *values: Any, ui: dict[str, Any] | None = None) -> None:
+        self.values = values
+        self.ui = ui
+
+
+class Node:
+    """Base class for graphgen nodes. Subclasses set the class attributes and implement `run`."""
+
+    type_name: ClassVar[str] = ""
+    """Name used in workflows; defaults to the class name."""
+    display_name: ClassVar[str] = ""
+    category: ClassVar[str] = "misc"
+    description: ClassVar[str] = ""
+    """Defaults to the class docstring."""
+    version: ClassVar[str | int] = "1"
+    """Bump it when the node's behaviour changes, so that cached results are not reused."""
+    inputs: ClassVar[Sequence[InputSpec]] = ()
+    outputs: ClassVar[Sequence[Output]] = ()
+    output_node: ClassVar[bool] = False
+    """An output node saves or shows a result; only nodes that lead to one run."""
+    deterministic: ClassVar[bool] = True
+    """False: never served from the cache (the node has internal randomness or side effects)."""
+
+    ctx: NodeContext
+
+    def run(self, **inputs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.run is not implemented")
+
+    @classmethod
+    def fingerprint(cls, **constants: Any) -> Hashable | None:
+        """Describe outside state the node reads (e.g. a file's size and mtime).
+
+        Receives the node's constant inputs. The value is folded into the cache key, so the node
+        re-runs when it changes. None (the default) means there is no outside state.
+        """
+        return None
+
+    @classmethod
+    def spec(cls) -> NodeSpec:
+        """Build the `NodeSpec` for this class."""
+        name = cls.type_name or cls.__name__
+        inputs: dict[str, InputSpec] = {}
+        for item in cls.inputs:
+            if item.name in inputs:
+                raise TypeError(f"node {name}: input {item.name!r} is declared twice")
+            inputs[item.name] = item
+        outputs = [OutputSpec(type=o.type, name=o.name or o.type.lower(), description=o.description)
+                   for o in cls.outputs]
+        fingerprint = None
+        if cls.fingerprint.__func__ is not Node.fingerprint.__func__:  # type: ignore[attr-defined]
+            def fingerprint(constants: dict[str, Any]) -> Hashable | None:
+                return cls.fingerprint(**constants)
+        return NodeSpec(
+            type_name=name,
+            inputs=inputs,
+            outputs=outputs,
+            execute=_make_executor(cls, len(outputs)),
+            category=cls.category,
+            display_name=cls.display_name or name,
+            description=(cls.description or (cls.__doc__ or "")).strip(),
+            version=str(cls.version),
+            output_node=cls.output_node,
+            deterministic=cls.deterministic,
+            fingerprint=fingerprint,
+            style="graphgen",
+            source=cls,
+        )
+
+
+def _make_executor(cls: type[Node], n_outputs: int) -> Any:
+    def execute(ctx: NodeContext, kwargs: dict[str, Any]) -> ExecutionOutcome:
+        node = cls()
+        node.ctx = ctx
+        returned = node.run(**kwargs)
+        return normalize_return(returned, n_outputs, cls.type_name or cls.__name__)
+
+    return execute
+
+
+def normalize_return(returned: Any, n_outputs: int, type_name: str) -> ExecutionOutcome:
+    """Turn what `run` returned into an `ExecutionOutcome`, checking the number of values."""
+    ui = None
+    if isinstance(returned, Result):
+        values, ui = returned.values, returned.ui
+    elif n_outputs == 1 and not (isinstance(returned, tuple) and len(returned) == 1):
+        values = (returned,)
+    elif returned is None:
+        values = ()
+    elif isinstance(returned, (tuple, list)):
+        values = tuple(returned)
+    else:
+        values = (returned,)
+    if len(values) != n_outputs:
+        raise TypeError(f"node type {type_name} returned {len(values)} values but declares {n_outputs} outputs")
+    return ExecutionOutcome(values=tuple(values), ui=ui)

@@ -1,0 +1,44 @@
+"""The plan: which nodes a run needs, in which order.
+
+Only nodes that lead to an output node run. Ties in the topological order are broken by node id,
+so that the same workflow always runs in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import networkx as nx
+
+from graphgen.validation import PreparedWorkflow
+
+
+def needed_nodes(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
+    """The targets and every node they depend on."""
+    needed: set[str] = set()
+    stack = list(targets)
+    pred = graph.pred
+    while stack:
+        node = stack.pop()
+        if node in needed:
+            continue
+        needed.add(node)
+        stack.extend(p for p in pred[node] if p not in needed)
+    return needed
+
+
+def execution_order(prepared: PreparedWorkflow, targets: Iterable[str] | None = None) -> list[str]:
+    """Nodes to run, dependencies first.
+
+    Args:
+        prepared: A validated workflow.
+        targets: Output nodes to produce; all output nodes when None.
+    """
+    wanted = needed_nodes(prepared.graph, prepared.output_nodes if targets is None else targets)
+    subgraph = prepared.graph.subgraph(wanted)
+    return list(nx.lexicographical_topological_sort(subgraph, key=_sort_key))
+
+
+def _sort_key(node_id: str) -> str:
+    # Numeric ids sort numerically ("2" before "10"), as users number ComfyUI nodes.
+    return node_id.zfill(12) if node_id.isdigit() else "~" + node_id

@@ -1,0 +1,313 @@
+"""Node schemas: what a node type takes and gives, independent of how it was declared.
+
+Both declaration styles (graphgen's `Node` classes and ComfyUI's classic `INPUT_TYPES` classes)
+are turned into a `NodeSpec`; validation, the executor, `graphgen nodes` and the server only ever
+look at specs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Types whose values can be written as constants in a workflow (ComfyUI calls them widgets).
+INT = "INT"
+FLOAT = "FLOAT"
+STRING = "STRING"
+BOOLEAN = "BOOLEAN"
+COMBO = "COMBO"
+ANY = "*"
+CONSTANT_TYPES = frozenset({INT, FLOAT, STRING, BOOLEAN, COMBO})
+
+
+class _Missing:
+    """Sentinel for "no default" (None is a legitimate default)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+class _AlwaysRerun:
+    """Returned by a fingerprint to say "outside state changed, re-run me every time"."""
+
+    def __repr__(self) -> str:
+        return "ALWAYS_RERUN"
+
+
+ALWAYS_RERUN: Any = _AlwaysRerun()
+
+Choices = Sequence[Any] | Callable[[], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of a node type.
+
+    Attributes:
+        name: Input name, as used in workflows.
+        type: Type name (`INT`, `FLOAT`, `STRING`, `BOOLEAN`, `COMBO`, or a link type such as
+            `LATENT`; several types may be joined with commas, `*` accepts anything).
+        default: Value used when a workflow leaves the input out (`MISSING`: none).
+        optional: The node runs without it (the node receives no argument for it).
+        min, max, step: Bounds for numbers.
+        choices: Allowed values, or a callable returning them (evaluated at validation time,
+            e.g. the files in a models folder).
+        choices_hint: Appended to a "not among the choices" error, e.g. which folder was listed.
+        multiline: Text input shown as a text area.
+        force_link: A constant-typed input that must come from a link.
+        hidden: Supplied by the engine (ComfyUI `hidden` inputs), never by the workflow.
+        description: Shown by `graphgen nodes` and in editors.
+    """
+
+    name: str
+    type: str
+    default: Any = MISSING
+    optional: bool = False
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: Choices | None = None
+    choices_hint: str = ""
+    multiline: bool = False
+    force_link: bool = False
+    hidden: bool = False
+    description: str = ""
+
+    @property
+    def accepts_constant(self) -> bool:
+        """Whether a workflow may give this input as a constant rather than a link."""
+        if self.force_link:
+            return False
+        return self.type == ANY or any(t in CONSTANT_TYPES for t in split_types(self.type))
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not MISSING
+
+    def resolve_choices(self) -> list[Any] | None:
+        """Return the allowed values now (calls a dynamic choices function)."""
+        if self.choices is None:
+            return None
+        values = self.choices() if callable(self.choices) else self.choices
+        return list(values)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (for `graphgen nodes --json` and editors)."""
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "optional": self.optional}
+        if self.has_default:
+            out["default"] = self.default
+        for key in ("min", "max", "step"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.choices is not None:
+            try:
+                out["choices"] = self.resolve_choices()
+            except Exception as exc:  # a broken choices source must not break listing
+                out["choices_error"] = str(exc)
+        if self.multiline:
+            out["multiline"] = True
+        if self.force_link:
+            out["force_link"] = True
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output of a node type."""
+
+    type: str
+    name: str = ""
+    description: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        out = {"name": self.name or self.type.lower(), "type": self.type}
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+@dataclass
+class ExecutionOutcome:
+    """What running a node produced: its output values and optional UI data (saved files...)."""
+
+    values: tuple[Any, ...]
+    ui: dict[str, Any] | None = None
+
+
+Executor = Callable[[Any, dict[str, Any]], ExecutionOutcome]
+Fingerprinter = Callable[[dict[str, Any]], Hashable | None]
+
+
+@dataclass
+class NodeSpec:
+    """Everything the engine knows about a node type.
+
+    `execute(context, kwargs)` runs the node; `fingerprint(constants)` returns a value describing
+    outside state (a file's size and mtime...) that is folded into the cache key. A node whose
+    `deterministic` is False is never served from the cache.
+    """
+
+    type_name: str
+    inputs: dict[str, InputSpec]
+    outputs: list[OutputSpec]
+    execute: Executor
+    category: str = "misc"
+    display_name: str = ""
+    description: str = ""
+    version: str = "1"
+    output_node: bool = False
+    deterministic: bool = True
+    fingerprint: Fingerprinter | None = None
+    pack: str = ""
+    style: str = "graphgen"
+    source: Any = field(default=None, repr=False)
+
+    def output_index(self, ref: int | str) -> int | None:
+        """Index of an output given by index or by name, None when there is no such output."""
+        if isinstance(ref, bool):
+            return None
+        if isinstance(ref, int):
+            return ref if 0 <= ref < len(self.outputs) else None
+        for index, output in enumerate(self.outputs):
+            if output.name == ref:
+                return index
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description of the node type."""
+        return {
+            "type": self.type_name,
+            "display_name": self.display_name or self.type_name,
+            "category": self.category,
+            "description": self.description,
+            "version": self.version,
+            "pack": self.pack,
+            "style": self.style,
+            "output_node": self.output_node,
+            "deterministic": self.deterministic,
+            "inputs": [i.describe() for i in self.inputs.values() if not i.hidden],
+            "outputs": [o.describe() for o in self.outputs],
+        }
+
+
+def split_types(type_name: str) -> list[str]:
+    """`"IMAGE,MASK"` -> `["IMAGE", "MASK"]` (ComfyUI's union notation)."""
+    return [t.strip() for t in type_name.split(",") if t.strip()]
+
+
+def types_compatible(produced: str, expected: str) -> bool:
+    """Whether an output of type `produced` may feed an input of type `expected`."""
+    if produced == expected or produced == ANY or expected == ANY:
+        return True
+    produced_set = set(split_types(produced))
+    expected_set = set(split_types(expected))
+    if COMBO in expected_set:
+        # A combo input may be fed by any string/number producer (e.g. a primitive node).
+        expected_set |= {STRING, INT, FLOAT}
+    return bool(produced_set & expected_set)
+
+
+class ConstantError(ValueError):
+    """A constant does not fit its input. `code` is the validation error code."""
+
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.hint = hint
+
+
+_TYPE_WORDS = {INT: "an integer", FLOAT: "a number", STRING: "a text string", BOOLEAN: "true or false",
+               COMBO: "one of the allowed values"}
+
+
+def type_words(type_name: str) -> str:
+    """`"INT"` -> `"an integer"`, for messages."""
+    return " or ".join(_TYPE_WORDS.get(t, t) for t in split_types(type_name))
+
+
+def _type_label(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def coerce_constant(spec: InputSpec, value: Any) -> Any:
+    """Check a constant against its input spec and return it in canonical form.
+
+    Integral floats become ints for INT inputs (JSON writers sometimes emit `5.0`). Raises
+    `ConstantError` naming what was expected.
+    """
+    types = split_types(spec.type)
+    if spec.type == ANY:
+        return value
+    if spec.choices is not None or COMBO in types:
+        return _check_choice(spec, value)
+    if INT in types and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConstantError("invalid_constant_type", f"expects a whole number, got {value!r}",
+                                    f"use an integer such as {int(value)}")
+            value = int(value)
+        return _check_range(spec, value)
+    if FLOAT in types and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConstantError("invalid_constant_type", f"expects a finite number, got {value!r}",
+                                "give a finite number")
+        return _check_range(spec, float(value))
+    if STRING in types and isinstance(value, str):
+        return value
+    if BOOLEAN in types and isinstance(value, bool):
+        return value
+    expected = type_words(spec.type)
+    if not spec.accepts_constant:
+        raise ConstantError(
+            "invalid_constant_type",
+            f"expects a link from a node producing {spec.type}, got a constant {_type_label(value)}",
+            f'connect it as ["<node id>", <output index>] to a node that outputs {spec.type}',
+        )
+    raise ConstantError("invalid_constant_type", f"expects {expected}, got {_type_label(value)} {_short(value)}",
+                        f"give {expected}")
+
+
+def _check_range(spec: InputSpec, value: float) -> Any:
+    if spec.min is not None and value < spec.min:
+        raise ConstantError("value_smaller_than_min", f"{value} is smaller than the minimum {spec.min}",
+                            f"use a value between {spec.min} and {spec.max if spec.max is not None else 'any'}")
+    if spec.max is not None and value > spec.max:
+        raise ConstantError("value_bigger_than_max", f"{value} is bigger than the maximum {spec.max}",
+                            f"use a value between {spec.min if spec.min is not None else 'any'} and {spec.max}")
+    return value
+
+
+def _check_choice(spec: InputSpec, value: Any) -> Any:
+    import difflib
+
+    choices = spec.resolve_choices() or []
+    if any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in choices):
+        return value
+    shown = ", ".join(repr(c) for c in choices[:12]) + (" ..." if len(choices) > 12 else "")
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    hint += f"allowed: {shown}" if choices else "there are no allowed values right now"
+    if spec.choices_hint:
+        hint += f"; {spec.choices_hint}"
+    raise ConstantError("value_not_in_list", f"{_short(value)} is not among the allowed values", hint)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_all(specs: Mapping[str, NodeSpec]) -> list[dict[str, Any]]:
+    """Descriptions of many specs, sorted by type name."""
+    return [specs[name].describe() for name in sorted(specs)]

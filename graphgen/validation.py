@@ -1,0 +1,169 @@
+"""Checking a workflow against the registry before anything runs, reporting every problem at once.
+
+The result of a successful check is a `PreparedWorkflow`: each node's spec, its constants (coerced,
+defaults filled in) and its links resolved to output indexes. The planner and executor work from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from graphgen.errors import Issue, WorkflowError
+from graphgen.registry import NodeRegistry, UnknownNodeType
+from graphgen.spec import ConstantError, NodeSpec, coerce_constant, type_words, types_compatible
+from graphgen.workflow import Link, Workflow, parse_input
+
+
+@dataclass
+class PreparedNode:
+    """A node ready to run: constants checked, links resolved to (source id, output index)."""
+
+    node_id: str
+    spec: NodeSpec
+    constants: dict[str, Any]
+    links: dict[str, tuple[str, int]]
+
+
+@dataclass
+class PreparedWorkflow:
+    """A validated workflow and its dependency graph (edges point from source to consumer)."""
+
+    workflow: Workflow
+    nodes: dict[str, PreparedNode]
+    graph: nx.DiGraph
+    output_nodes: list[str] = field(default_factory=list)
+
+
+def validate(workflow: Workflow, registry: NodeRegistry) -> PreparedWorkflow:
+    """Check `workflow`; return it prepared, or raise `WorkflowError` listing every issue."""
+    issues: list[Issue] = []
+    specs: dict[str, NodeSpec] = {}
+    for node_id, entry in workflow.nodes.items():
+        try:
+            specs[node_id] = registry.get(entry.class_type)
+        except UnknownNodeType:
+            issues.append(_unknown_type_issue(node_id, entry.class_type, registry))
+
+    prepared: dict[str, PreparedNode] = {}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(workflow.nodes)
+    for node_id, spec in specs.items():
+        entry = workflow.nodes[node_id]
+        node = PreparedNode(node_id=node_id, spec=spec, constants={}, links={})
+        _check_inputs(node, entry.inputs, workflow, specs, issues, graph)
+        prepared[node_id] = node
+
+    issues.extend(_cycle_issues(graph, workflow))
+    outputs = [node_id for node_id, spec in specs.items() if spec.output_node]
+    if not outputs and not any(i.code == "unknown_node_type" for i in issues):
+        issues.append(Issue(code="no_output_node", message="the workflow has no output node, so nothing would run",
+                            hint="add a node that saves or shows a result (e.g. SaveImage, PreviewImage)"))
+    if issues:
+        raise WorkflowError(issues)
+    return PreparedWorkflow(workflow=workflow, nodes=prepared, graph=graph, output_nodes=outputs)
+
+
+def _unknown_type_issue(node_id: str, class_type: str, registry: NodeRegistry) -> Issue:
+    packs = registry.ambiguity(class_type)
+    if packs:
+        return Issue(code="ambiguous_node_type", node_id=node_id, node_type=class_type,
+                     message=f"node type {class_type!r} is defined by several packs: {', '.join(packs)}",
+                     hint=f"write the type as {' or '.join(repr(f'{p}/{class_type}') for p in packs)}, or remove a pack")
+    close = registry.closest(class_type)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+        "install or point --plugins at the pack that provides it; `graphgen nodes` lists known types"
+    return Issue(code="unknown_node_type", node_id=node_id, node_type=class_type,
+                 message=f"unknown node type {class_type!r}", hint=hint)
+
+
+def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Workflow,
+                  specs: dict[str, NodeSpec], issues: list[Issue], graph: nx.DiGraph) -> None:
+    spec = node.spec
+
+    def issue(code: str, message: str, input_name: str | None, hint: str = "") -> None:
+        issues.append(Issue(code=code, message=message, node_id=node.node_id, node_type=spec.type_name,
+                            input=input_name, hint=hint))
+
+    for name, raw in raw_inputs.items():
+        input_spec = spec.inputs.get(name)
+        if input_spec is None or input_spec.hidden:
+            known = [n for n, i in spec.inputs.items() if not i.hidden]
+            close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+            hint = (f"did you mean {', '.join(repr(c) for c in close)}? " if close else "") + \
+                (f"its inputs are {', '.join(known)}" if known else "it takes no inputs")
+            issue("unknown_input", f"{spec.type_name} has no input {name!r}", name, hint)
+            continue
+        try:
+            value = parse_input(raw)
+        except ValueError as exc:
+            issue("invalid_link", str(exc), name, "fix the link")
+            continue
+        if isinstance(value, Link):
+            _check_link(node, name, value, workflow, specs, issue, graph)
+        else:
+            try:
+                node.constants[name] = coerce_constant(input_spec, value)
+            except ConstantError as exc:
+                issue(exc.code, str(exc), name, exc.hint)
+
+    for name, input_spec in spec.inputs.items():
+        if name in raw_inputs or input_spec.hidden:
+            continue
+        if input_spec.has_default and input_spec.accepts_constant:
+            node.constants[name] = input_spec.default
+        elif not input_spec.optional:
+            what = f"a link from a node producing {input_spec.type}" if not input_spec.accepts_constant \
+                else type_words(input_spec.type)
+            issue("required_input_missing", f"required input {name!r} is missing", name, f"give it {what}")
+
+
+def _check_link(node: PreparedNode, name: str, link: Link, workflow: Workflow, specs: dict[str, NodeSpec],
+                issue: Any, graph: nx.DiGraph) -> None:
+    input_spec = node.spec.inputs[name]
+    if link.node not in workflow.nodes:
+        close = difflib.get_close_matches(link.node, list(workflow.nodes), n=1)
+        issue("link_to_missing_node", f"links to node {link.node!r}, which is not in the workflow", name,
+              f"did you mean node {close[0]!r}?" if close else "link to an existing node id")
+        return
+    graph.add_edge(link.node, node.node_id)
+    source = specs.get(link.node)
+    if source is None:
+        return  # the unknown source type is reported on its own node
+    index = source.output_index(link.output)
+    if index is None:
+        outputs = ", ".join(f"{i}: {o.name} ({o.type})" for i, o in enumerate(source.outputs)) or "none"
+        issue("link_to_missing_output",
+              f"links to output {link.output!r} of node {link.node} ({source.type_name}), which has no such output",
+              name, f"its outputs are {outputs}")
+        return
+    produced = source.outputs[index].type
+    if not types_compatible(produced, input_spec.type):
+        issue("return_type_mismatch",
+              f"expects {input_spec.type} but node {link.node} ({source.type_name}) output {index} "
+              f"({source.outputs[index].name}) gives {produced}",
+              name, f"connect it to an output of type {input_spec.type}")
+        return
+    node.links[name] = (link.node, index)
+
+
+def _cycle_issues(graph: nx.DiGraph, workflow: Workflow) -> list[Issue]:
+    issues = []
+    for component in nx.strongly_connected_components(graph):
+        if len(component) == 1:
+            (only,) = component
+            if not graph.has_edge(only, only):
+                continue
+        members = sorted(component, key=_natural_key)
+        shown = " -> ".join(f"{m} ({workflow.nodes[m].class_type})" for m in members[:8])
+        issues.append(Issue(code="cycle", node_id=members[0], node_type=workflow.nodes[members[0]].class_type,
+                            message=f"nodes {shown}{' ...' if len(members) > 8 else ''} form a cycle",
+                            hint="remove one of the links between these nodes: a workflow must not loop"))
+    return issues
+
+
+def _natural_key(node_id: str) -> tuple[int, int | str]:
+    return (0, int(node_id)) if node_id.isdigit() else (1, node_id)

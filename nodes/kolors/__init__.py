@@ -1,0 +1,3 @@
+"""The built-in kolors node pack."""
+
+NODES: list[type] = []

@@ -1,0 +1,3 @@
+"""The built-in lora node pack."""
+
+NODES: list[type] = []
