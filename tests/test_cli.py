@@ -1,0 +1,177 @@
+"""The `graphgen` command: exit codes, readable errors, no tracebacks, plugins from folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cli
+
+DATA = Path(__file__).parent / "data"
+PLUGINS = str(DATA / "plugins")
+BROKEN = sorted((DATA / "broken").glob("*.json"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_corpus_is_big_enough():
+    assert len(BROKEN) >= 25
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=[p.name for p in BROKEN])
+def test_validate_broken_workflow_exits_2_with_readable_error(capsys, path):
+    code, out, err = run_cli(capsys, "validate", str(path), "--plugins", PLUGINS)
+    assert code == 2
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip().startswith("✗")]
+    assert lines, err
+    assert all(len(line) < 2000 for line in lines)
+
+
+@pytest.mark.parametrize("path", BROKEN[:8], ids=[p.name for p in BROKEN[:8]])
+def test_validate_json_output_is_structured(capsys, path):
+    code, out, _ = run_cli(capsys, "validate", str(path), "--plugins", PLUGINS, "--json")
+    assert code == 2
+    report = json.loads(out)
+    assert report["valid"] is False
+    for issue in report["issues"]:
+        assert set(issue) == {"code", "message", "node_id", "node_type", "input", "hint"}
+
+
+def test_many_errors_reported_at_once(capsys):
+    code, out, _ = run_cli(capsys, "validate", str(DATA / "broken" / "many_errors.json"), "--plugins", PLUGINS, "--json")
+    codes = sorted(i["code"] for i in json.loads(out)["issues"])
+    assert codes == ["invalid_constant_type", "link_to_missing_node", "unknown_input", "unknown_node_type",
+                     "value_not_in_list"]
+
+
+def write(tmp_path: Path, data: dict) -> str:
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
+CLASSIC = {
+    "1": {"class_type": "StringRepeat", "inputs": {"text": "ab", "times": 3, "mode": "upper"}},
+    "2": {"class_type": "SaveText", "inputs": {"text": ["1", 0]}},
+}
+
+
+def test_run_classic_plugin_from_cli_with_json_events(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", write(tmp_path, CLASSIC), "--plugins", PLUGINS, "--json",
+                             "--output-dir", str(tmp_path / "out"))
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
+    finished = [e for e in events if e["event"] == "node_finished" and e["node_id"] == "2"]
+    assert finished[0]["ui"] == {"text": ["ABABAB"], "node": ["2"], "prompt_nodes": [["1", "2"]]}
+
+
+def test_run_with_set_override_and_rich_view(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", write(tmp_path, CLASSIC), "--plugins", PLUGINS, "--set", "1.times=1",
+                           "--set", "1.text=123")
+    assert code == 0
+    assert "success" in out and "2 executed" in out
+
+
+def test_set_text_input_keeps_text(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", write(tmp_path, CLASSIC), "--plugins", PLUGINS, "--json",
+                           "--set", "1.text=007", "--set", "1.mode=plain", "--set", "1.times=1")
+    ui = [json.loads(line) for line in out.splitlines() if '"node_finished"' in line][-1]["ui"]
+    assert ui["text"] == ["007"]
+
+
+def test_bad_set_is_usage_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", write(tmp_path, CLASSIC), "--plugins", PLUGINS, "--set", "nothing")
+    assert code == 2 and "KEY=VALUE" in err
+    code, _, err = run_cli(capsys, "run", write(tmp_path, CLASSIC), "--plugins", PLUGINS, "--set", "1.nope=3")
+    assert code == 2 and "has no input 'nope'" in err
+
+
+def test_node_failure_exits_1_without_traceback(capsys, tmp_path):
+    wf = {"1": {"class_type": "StringRepeat", "inputs": {"text": "ab", "times": 3, "mode": "plain"}},
+          "2": {"class_type": "Combine", "inputs": {"a": ["1", 1], "b": 0, "op": "mul"}},
+          "3": {"class_type": "PrintNumber", "inputs": {"value": ["2", 0]}}}
+    plugin = tmp_path / "plugins"
+    plugin.mkdir()
+    (plugin / "broken_node.py").write_text(
+        "class Explode:\n"
+        "    @classmethod\n"
+        "    def INPUT_TYPES(cls):\n"
+        "        return {'required': {'x': ('INT', {'default': 0})}}\n"
+        "    RETURN_TYPES = ()\n    FUNCTION = 'go'\n    OUTPUT_NODE = True\n"
+        "    def go(self, x):\n        raise ValueError('cannot explode ' + str(x))\n"
+        "NODE_CLASS_MAPPINGS = {'Explode': Explode}\n", encoding="utf-8")
+    wf["4"] = {"class_type": "Explode", "inputs": {"x": 3}}
+    code, out, err = run_cli(capsys, "run", write(tmp_path, wf), "--plugins", PLUGINS, "--plugins", str(plugin))
+    assert code == 1
+    assert "cannot explode 3" in out and "Traceback" not in out + err
+    assert "1 failed" in out and "3 executed" in out
+
+
+def test_collision_between_packs_is_reported(capsys, tmp_path):
+    other = tmp_path / "other"
+    (other / "dup_pack").mkdir(parents=True)
+    (other / "dup_pack" / "__init__.py").write_text(
+        "from graphgen import Node, Int, Output\n"
+        "class Number(Node):\n    inputs=[Int('value', default=5)]\n    outputs=[Output('INT','value')]\n"
+        "    def run(self, value):\n        return value * 100\n"
+        "NODES=[Number]\n", encoding="utf-8")
+    wf = {"1": {"class_type": "Number", "inputs": {}}, "2": {"class_type": "PrintNumber", "inputs": {"value": ["1", 0]}}}
+    code, out, err = run_cli(capsys, "validate", write(tmp_path, wf), "--plugins", PLUGINS, "--plugins", str(other))
+    assert code == 2
+    assert "'math_pack'" in err and "'dup_pack'" in err and "neither overwrites" in err
+    assert "ambiguous" in err or "several packs" in err
+    wf["1"]["class_type"] = "dup_pack/Number"
+    code, out, err = run_cli(capsys, "run", write(tmp_path, wf), "--plugins", PLUGINS, "--plugins", str(other), "--json")
+    assert code == 0
+    ui = [json.loads(line) for line in out.splitlines() if '"node_finished"' in line][-1]["ui"]
+    assert ui == {"text": ["500"]}
+
+
+def test_nodes_lists_and_describes(capsys):
+    code, out, _ = run_cli(capsys, "nodes", "--plugins", PLUGINS, "--json")
+    names = {n["type"] for n in json.loads(out)}
+    assert {"StringRepeat", "SaveText", "Number", "Combine"} <= names
+    code, out, _ = run_cli(capsys, "nodes", "Combine", "--plugins", PLUGINS, "--json")
+    info = json.loads(out)
+    assert [i["name"] for i in info["inputs"]] == ["a", "b", "op", "gain"]
+    assert info["inputs"][3]["max"] == 4.0 and info["inputs"][2]["choices"] == ["add", "mul"]
+    code, out, _ = run_cli(capsys, "nodes", "Combine", "--plugins", PLUGINS)
+    assert code == 0 and "gain" in out
+    code, _, err = run_cli(capsys, "nodes", "Combin", "--plugins", PLUGINS)
+    assert code == 2 and "did you mean Combine" in err
+
+
+def test_schema_is_json_schema(capsys):
+    code, out, _ = run_cli(capsys, "schema")
+    schema = json.loads(out)
+    assert code == 0 and "nodes" in schema["properties"] and schema["title"] == "graphgen workflow"
+
+
+def test_missing_workflow_and_missing_plugin_dir(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "nope.json"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "nope.json"), "--plugins", str(tmp_path / "none"))
+    assert code == 2 and "no such folder" in err
+
+
+def test_console_script_subprocess_exit_codes(tmp_path):
+    """The installed command, as a user runs it: exit code 2 and no traceback."""
+    env = dict(os.environ, GRAPHGEN_PLUGIN_PATH=PLUGINS)
+    broken = subprocess.run([sys.executable, str(ROOT / "cli.py"), "validate", str(DATA / "broken" / "cycle.json")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert broken.returncode == 2 and "cycle" in broken.stderr and "Traceback" not in broken.stderr
+    good = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", write(tmp_path, CLASSIC), "--json"],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr

@@ -1,0 +1,49 @@
+"""Overrides from the command line and from Python."""
+
+from __future__ import annotations
+
+import pytest
+from engine_nodes import make_registry
+
+from graphgen import WorkflowError, load_workflow
+from graphgen.overrides import apply_overrides, parse_set_arguments
+
+REGISTRY = make_registry()
+WF = load_workflow({
+    "format": "graphgen",
+    "parameters": {"n": {"targets": ["1.value", "2.b"], "default": 1}},
+    "nodes": {"1": {"class_type": "Const"}, "2": {"class_type": "Add", "inputs": {"a": ["1", 0]}},
+              "3": {"class_type": "Text", "inputs": {"text": "x"}}, "4": {"class_type": "Show", "inputs": {"value": ["2", 0]}}},
+})
+
+
+def test_cli_values_are_converted_by_input_type():
+    updated = apply_overrides(WF, parse_set_arguments(["1.value=5", "3.text=12", "n=3"]), REGISTRY)
+    # parameters are applied first, so an explicit NODE.INPUT override wins
+    assert updated.nodes["1"].inputs["value"] == 5
+    assert updated.nodes["2"].inputs["b"] == 3
+    assert updated.nodes["3"].inputs["text"] == "12"
+
+
+def test_parameter_default_applies_and_original_unchanged():
+    updated = apply_overrides(WF, {}, REGISTRY)
+    assert updated.nodes["2"].inputs["b"] == 1 and "b" not in WF.nodes["2"].inputs
+
+
+def test_override_replaces_a_link_with_a_constant():
+    updated = apply_overrides(WF, {"2.a": 9}, REGISTRY)
+    assert updated.nodes["2"].inputs["a"] == 9
+
+
+def test_lists_become_constant_lists():
+    updated = apply_overrides(WF, parse_set_arguments(["3.text=[1,2]"]), REGISTRY)
+    assert updated.nodes["3"].inputs["text"] == "[1,2]"
+
+
+def test_bad_overrides_listed_together():
+    with pytest.raises(WorkflowError) as info:
+        apply_overrides(WF, {"9.value": 1, "1.nope": 2, "missing": 3}, REGISTRY)
+    assert len(info.value.issues) == 3
+    assert all(i.code == "bad_override" for i in info.value.issues)
+    with pytest.raises(WorkflowError, match="KEY=VALUE"):
+        parse_set_arguments(["novalue"])
