@@ -8,7 +8,6 @@ identified by how they were made, not by their contents.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -30,10 +29,19 @@ def node_key(type_name: str, version: str, constants: dict[str, Any], upstream: 
         upstream: `(input name, source key, output index)` for each linked input.
         fingerprint: Outside state reported by the node, or None.
     """
-    payload = json.dumps([type_name, version, constants, sorted(upstream),
-                          None if fingerprint is None else repr(fingerprint)],
-                         sort_keys=True, separators=(",", ":"), default=repr, ensure_ascii=False)
-    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+    # repr() of JSON-like values is canonical once dict items are sorted, and much cheaper than
+    # json.dumps; it distinguishes 1, 1.0, True and "1".
+    payload = repr((type_name, version, _canonical(constants), sorted(upstream), fingerprint))
+    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value) if any(isinstance(v, (dict, list, tuple)) for v in value) \
+            else tuple(value)
+    return value
 
 
 def estimate_nbytes(value: Any, _depth: int = 0) -> int:

@@ -9,7 +9,15 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from graphgen.errors import Issue
@@ -137,8 +145,11 @@ class RunView:
             self.console.print(f"  [green]✓[/] {self._label(event.node_id)} [dim]{event.seconds:.2f}s[/]")
         for kind, items in (event.ui or {}).items():
             for item in items if isinstance(items, list) else [items]:
-                if isinstance(item, dict) and "path" in item:
-                    self.console.print(f"    [dim]{escape(kind)}:[/] {escape(str(item['path']))}")
+                shown = item.get("path") if isinstance(item, dict) else item
+                if shown is not None and not isinstance(shown, (dict, list)):
+                    text = str(shown)
+                    text = text if len(text) <= 200 else text[:197] + "..."
+                    self.console.print(f"    [dim]{escape(kind)}:[/] {escape(text)}", soft_wrap=True)
         self._advance()
 
     def _on_node_failed(self, event: NodeFailed) -> None:
@@ -159,7 +170,7 @@ class RunView:
 
 def print_summary(console: Console, result: RunResult, node_types: dict[str, str], debug: bool = False) -> None:
     """Timings of the slowest nodes and the run's totals."""
-    if result.timings:
+    if result.timings and max(result.timings.values()) >= 0.05:
         table = Table(title="slowest nodes" if len(result.timings) > 10 else "timings", show_edge=False)
         table.add_column("node")
         table.add_column("type", style="cyan")

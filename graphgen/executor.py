@@ -129,8 +129,12 @@ class Executor:
             # A node re-runs when forced, when it is non-deterministic, when its fingerprint says
             # so, or when something it depends on re-ran for one of these reasons ("tainted").
             rerun = node_id in forced or not spec.deterministic or fingerprint is ALWAYS_RERUN
-            upstream_tainted = any(src in tainted for src, _ in node.links.values())
-            upstream = [(name, keys[src], index) for name, (src, index) in node.links.items()]
+            upstream = []
+            upstream_tainted = False
+            for name, (src, index) in node.links.items():
+                upstream.append((name, keys[src], index))
+                if src in tainted:
+                    upstream_tainted = True
             key = node_key(spec.type_name + "@" + spec.pack, spec.version, node.constants, upstream,
                            None if fingerprint is ALWAYS_RERUN else fingerprint)
             keys[node_id] = key
@@ -155,7 +159,7 @@ class Executor:
                 if cacheable and use_cache:
                     self.cache.put(key, outcome)
             values[node_id] = outcome.values
-            result.outputs[node_id] = {o.name or str(i): v for i, (o, v) in enumerate(zip(spec.outputs, outcome.values))}
+            result.outputs[node_id] = {o.name or str(i): v for i, (o, v) in enumerate(zip(spec.outputs, outcome.values, strict=True))}
             if outcome.ui:
                 result.ui[node_id] = outcome.ui
 

@@ -35,8 +35,11 @@ def execution_order(prepared: PreparedWorkflow, targets: Iterable[str] | None = 
         targets: Output nodes to produce; all output nodes when None.
     """
     wanted = needed_nodes(prepared.graph, prepared.output_nodes if targets is None else targets)
-    subgraph = prepared.graph.subgraph(wanted)
-    return list(nx.lexicographical_topological_sort(subgraph, key=_sort_key))
+    # Sorting the whole graph and filtering is much cheaper than sorting a subgraph view.
+    order = nx.lexicographical_topological_sort(prepared.graph, key=_sort_key)
+    if len(wanted) == prepared.graph.number_of_nodes():
+        return list(order)
+    return [node for node in order if node in wanted]
 
 
 def _sort_key(node_id: str) -> str:

@@ -7,6 +7,7 @@ look at specs.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -197,9 +198,10 @@ class NodeSpec:
         }
 
 
-def split_types(type_name: str) -> list[str]:
-    """`"IMAGE,MASK"` -> `["IMAGE", "MASK"]` (ComfyUI's union notation)."""
-    return [t.strip() for t in type_name.split(",") if t.strip()]
+@functools.lru_cache(maxsize=4096)
+def split_types(type_name: str) -> tuple[str, ...]:
+    """`"IMAGE,MASK"` -> `("IMAGE", "MASK")` (ComfyUI's union notation)."""
+    return tuple(t.strip() for t in type_name.split(",") if t.strip())
 
 
 def types_compatible(produced: str, expected: str) -> bool:
@@ -246,6 +248,15 @@ def coerce_constant(spec: InputSpec, value: Any) -> Any:
     Integral floats become ints for INT inputs (JSON writers sometimes emit `5.0`). Raises
     `ConstantError` naming what was expected.
     """
+    # Fast paths for the common cases (this runs for every constant of every run).
+    kind = type(value)
+    if spec.choices is None:
+        if spec.type == INT and kind is int:
+            return value if spec.min is None and spec.max is None else _check_range(spec, value)
+        if spec.type == FLOAT and kind is float and math.isfinite(value):
+            return value if spec.min is None and spec.max is None else _check_range(spec, value)
+        if spec.type == STRING and kind is str:
+            return value
     types = split_types(spec.type)
     if spec.type == ANY:
         return value

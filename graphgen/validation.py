@@ -15,7 +15,7 @@ import networkx as nx
 from graphgen.errors import Issue, WorkflowError
 from graphgen.registry import NodeRegistry, UnknownNodeType
 from graphgen.spec import ConstantError, NodeSpec, coerce_constant, type_words, types_compatible
-from graphgen.workflow import Link, Workflow, parse_input
+from graphgen.workflow import MAX_NESTING, Link, Workflow, nesting_depth, parse_input
 
 
 @dataclass
@@ -104,6 +104,9 @@ def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Work
             continue
         if isinstance(value, Link):
             _check_link(node, name, value, workflow, specs, issue, graph)
+        elif isinstance(value, (dict, list)) and nesting_depth(value) > MAX_NESTING:
+            issue("value_too_deep", f"the value nests more than {MAX_NESTING} levels deep", name,
+                  "flatten the value")
         else:
             try:
                 node.constants[name] = coerce_constant(input_spec, value)

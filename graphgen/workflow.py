@@ -18,6 +18,7 @@ or an output name; anything else is a constant. A constant list is written `{"__
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,10 +31,9 @@ FORMAT_VERSION = 1
 MAX_NESTING = 64
 
 
-class Link(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Link:
     """A reference to another node's output, by index or by name."""
-
-    model_config = ConfigDict(frozen=True)
 
     node: str
     output: int | str
@@ -107,13 +107,15 @@ class Workflow(BaseModel):
 
 def parse_input(value: Any) -> Link | Any:
     """Classify a raw input value: a `Link`, or a constant (with `__value__` unwrapped)."""
-    if isinstance(value, list):
-        if len(value) == 2 and isinstance(value[0], (str, int)) and not isinstance(value[0], bool) \
-                and isinstance(value[1], (int, str)) and not isinstance(value[1], bool):
-            return Link(node=str(value[0]), output=value[1])
+    kind = type(value)
+    if kind is list:
+        if len(value) == 2:
+            node, output = value
+            if type(node) in (str, int) and type(output) in (int, str):
+                return Link(node=str(node), output=output)
         raise ValueError('a list is read as a link and must be ["<node id>", <output index or name>]; '
                          'write a constant list as {"__value__": [...]}')
-    if isinstance(value, dict) and set(value) == {"__value__"}:
+    if kind is dict and len(value) == 1 and "__value__" in value:
         return value["__value__"]
     return value
 
@@ -218,9 +220,6 @@ def workflow_from_data(data: Any, origin: str = "workflow") -> Workflow:
     if kind == "api-wrapped":
         data = data["prompt"]
         kind = "api"
-    depth_issue = _check_depth(data)
-    if depth_issue:
-        raise WorkflowError([depth_issue])
     payload = {"nodes": data} if kind == "api" else data
     try:
         return Workflow.model_validate(payload)
@@ -237,18 +236,21 @@ def _unknown_layout_message(data: Any, origin: str) -> str:
     return f"{origin} is not a workflow: entries {', '.join(repr(b) for b in bad)} are not nodes with a class_type"
 
 
-def _check_depth(data: Any) -> Issue | None:
-    stack: list[tuple[Any, int]] = [(data, 0)]
+def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
+    """How deeply lists and dicts nest in `value` (stops counting past `limit`)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        value, depth = stack.pop()
-        if depth > MAX_NESTING:
-            return Issue(code="value_too_deep", message=f"the workflow nests values more than {MAX_NESTING} levels deep",
-                         hint="flatten the deeply nested value")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
-    return None
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return deepest
 
 
 def _issue_from_pydantic(err: Any, kind: str) -> Issue:
