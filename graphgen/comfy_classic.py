@@ -71,7 +71,7 @@ def classic_spec(type_name: str, cls: type, display_name: str = "") -> NodeSpec:
     fingerprint = None
     deterministic = True
     if is_changed is not None:
-        def fingerprint(constants: dict[str, Any]) -> Hashable | None:
+        def fingerprint(constants: dict[str, Any], settings: Any = None) -> Hashable | None:
             value = is_changed(**constants)
             if isinstance(value, float) and math.isnan(value):
                 # ComfyUI's idiom for "always re-run": NaN never equals itself.

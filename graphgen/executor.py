@@ -122,7 +122,7 @@ class Executor:
                 continue
 
             try:
-                fingerprint = spec.fingerprint(dict(node.constants)) if spec.fingerprint else None
+                fingerprint = spec.fingerprint(dict(node.constants), self.settings) if spec.fingerprint else None
             except Exception as exc:
                 self._fail(result, emit, run_id, node_id, spec.type_name, exc, broken, "fingerprint failed: ")
                 continue

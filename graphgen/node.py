@@ -19,6 +19,7 @@ folders and shared resources.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -130,8 +131,10 @@ class Node:
     def fingerprint(cls, **constants: Any) -> Hashable | None:
         """Describe outside state the node reads (e.g. a file's size and mtime).
 
-        Receives the node's constant inputs. The value is folded into the cache key, so the node
-        re-runs when it changes. None (the default) means there is no outside state.
+        Receives the node's constant inputs (and the engine's `EngineSettings` as `settings`, if
+        the method declares that parameter). The value is folded into the cache key, so the node
+        re-runs when it changes. None (the default) means there is no outside state; returning
+        `graphgen.spec.ALWAYS_RERUN` re-runs the node every time.
         """
         return None
 
@@ -148,7 +151,11 @@ class Node:
                    for o in cls.outputs]
         fingerprint = None
         if cls.fingerprint.__func__ is not Node.fingerprint.__func__:  # type: ignore[attr-defined]
-            def fingerprint(constants: dict[str, Any]) -> Hashable | None:
+            wants_settings = "settings" in inspect.signature(cls.fingerprint).parameters
+
+            def fingerprint(constants: dict[str, Any], settings: Any = None) -> Hashable | None:
+                if wants_settings:
+                    return cls.fingerprint(**constants, settings=settings)
                 return cls.fingerprint(**constants)
         return NodeSpec(
             type_name=name,

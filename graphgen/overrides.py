@@ -48,6 +48,15 @@ def _convert(raw: Any, input_type: str | None) -> Any:
         return str(raw)
 
 
+def _parameter_type(workflow: Workflow, targets: list[str], registry: NodeRegistry) -> str | None:
+    node_id, _, input_name = targets[0].rpartition(".")
+    entry = workflow.nodes.get(node_id)
+    if entry is None or entry.class_type not in registry:
+        return None
+    spec = registry.get(entry.class_type).inputs.get(input_name)
+    return spec.type if spec is not None else None
+
+
 def apply_overrides(workflow: Workflow, overrides: Mapping[str, Any] | None,
                     registry: NodeRegistry) -> Workflow:
     """Return a copy of `workflow` with parameter defaults and `overrides` applied.
@@ -64,8 +73,10 @@ def apply_overrides(workflow: Workflow, overrides: Mapping[str, Any] | None,
 
     for name, parameter in workflow.parameters.items():
         value = overrides.pop(name, parameter.default)
-        if value is None and name not in overrides:
+        if value is None:
             continue
+        # Record the value used, so that the workflow saved with the results re-runs the same.
+        updated.parameters[name].default = _convert(value, _parameter_type(updated, parameter.targets, registry))
         for target in parameter.targets:
             node_id, _, input_name = target.rpartition(".")
             assignments.append((node_id, input_name, value, f"parameter {name!r}"))

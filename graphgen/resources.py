@@ -24,6 +24,11 @@ class ResourceEntry:
     on_evict: Callable[[Any], None] | None = None
 
 
+def _resource_size(value: Any) -> int:
+    own = getattr(value, "resource_nbytes", None)
+    return int(own()) if callable(own) else estimate_nbytes(value)
+
+
 class ResourceCache:
     """A keyed store of shared objects with an optional byte budget. Thread-safe.
 
@@ -47,7 +52,7 @@ class ResourceCache:
                 return entry.value
             value = loader()
             self.loads += 1
-            size = estimate_nbytes(value) if nbytes is None else nbytes
+            size = nbytes if nbytes is not None else _resource_size(value)
             self._entries[key] = ResourceEntry(value, size, on_evict)
             self._enforce_budget(keep=key)
             return value

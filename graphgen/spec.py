@@ -143,14 +143,15 @@ class ExecutionOutcome:
 
 
 Executor = Callable[[Any, dict[str, Any]], ExecutionOutcome]
-Fingerprinter = Callable[[dict[str, Any]], Hashable | None]
+Fingerprinter = Callable[[dict[str, Any], Any], Hashable | None]
+"""`fingerprint(constants, settings)`: settings are the engine's `EngineSettings` (folders)."""
 
 
 @dataclass
 class NodeSpec:
     """Everything the engine knows about a node type.
 
-    `execute(context, kwargs)` runs the node; `fingerprint(constants)` returns a value describing
+    `execute(context, kwargs)` runs the node; `fingerprint(constants, settings)` returns a value describing
     outside state (a file's size and mtime...) that is folded into the cache key. A node whose
     `deterministic` is False is never served from the cache.
     """

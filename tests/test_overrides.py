@@ -47,3 +47,11 @@ def test_bad_overrides_listed_together():
     assert all(i.code == "bad_override" for i in info.value.issues)
     with pytest.raises(WorkflowError, match="KEY=VALUE"):
         parse_set_arguments(["novalue"])
+
+
+def test_applied_values_are_recorded_in_parameters():
+    """The workflow saved with results (PNG chunks) must re-run with the values actually used."""
+    updated = apply_overrides(WF, parse_set_arguments(["n=4"]), REGISTRY)
+    assert updated.parameters["n"].default == 4
+    again = apply_overrides(updated, {}, REGISTRY)
+    assert again.nodes["2"].inputs["b"] == 4
