@@ -1,0 +1,171 @@
+"""VAE decode/encode and image load/save/preview nodes (ComfyUI's names and conventions).
+
+IMAGE values are float tensors `[B, H, W, 3]` in [0, 1]; MASK values `[B, H, W]` (1 = transparent).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from graphgen import Choice, Input, Node, Output, Result, String
+from graphgen.context import EngineSettings
+
+
+class VAEDecode(Node):
+    """Decode latents to images. An fp16 decode that overflows (NaN/inf) is redone in fp32, with a warning."""
+
+    category = "latent"
+    inputs = [Input("samples", "LATENT", force_link=True), Input("vae", "VAE", force_link=True),
+              Choice("tiled", ["auto", "on", "off"], default="auto",
+                     description="decode in overlapping tiles (auto: for images over 4 megapixels)")]
+    outputs = [Output("IMAGE", "image")]
+
+    def run(self, samples: dict[str, Any], vae: Any, tiled: str = "auto") -> Any:
+        from .vae_ops import decode
+
+        with vae.use() as model:
+            scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
+            result = decode(model, scaled, tiled={"auto": "auto", "on": True, "off": False}[tiled])
+        for warning in result.warnings:
+            self.ctx.warn(warning)
+        return result.images.cpu()
+
+
+class VAEEncode(Node):
+    """Encode images to latents (the posterior mean), for image-to-image."""
+
+    category = "latent"
+    inputs = [Input("pixels", "IMAGE", force_link=True), Input("vae", "VAE", force_link=True)]
+    outputs = [Output("LATENT", "latent")]
+
+    def run(self, pixels: Any, vae: Any) -> dict[str, Any]:
+        from .vae_ops import encode
+
+        warnings: list[str] = []
+        with vae.use() as model:
+            height, width = pixels.shape[1], pixels.shape[2]
+            if height % 8 or width % 8:  # crop to a multiple of 8, as ComfyUI does
+                pixels = pixels[:, : height - height % 8, : width - width % 8, :]
+            scaled = encode(model, pixels.to(vae.device), warnings=warnings)
+            latents = (scaled / model.config.scaling_factor).cpu()
+        for warning in warnings:
+            self.ctx.warn(warning)
+        return {"samples": latents}
+
+
+def _input_path(settings: EngineSettings | None, image: str) -> Path:
+    path = Path(image).expanduser()
+    if path.is_absolute() or settings is None:
+        return path
+    in_input = settings.input_dir / path
+    return in_input if in_input.exists() or not path.exists() else path
+
+
+class LoadImage(Node):
+    """Load a PNG, JPEG or WebP image (EXIF orientation applied); alpha becomes the mask."""
+
+    category = "image"
+    inputs = [String("image", default="", description="a file name in the input folder, or a path"),
+              String("upload", default="image", optional=True, description="editor upload widget (unused)")]
+    outputs = [Output("IMAGE", "image"), Output("MASK", "mask")]
+
+    @classmethod
+    def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
+        from .handles import file_identity
+
+        return file_identity(_input_path(settings, image))
+
+    def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
+        import torch
+
+        from .images import load_image
+
+        path = _input_path(self.ctx.settings, image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {image!r} not found in the input folder {str(self.ctx.input_dir)!r} "
+                                    "nor as a path; put it there or give its full path")
+        pixels, mask = load_image(path)
+        if mask is None:
+            mask = torch.zeros(pixels.shape[0], pixels.shape[1], pixels.shape[2])
+        return pixels, mask
+
+
+def _ancestors(nodes: dict[str, Any], node_id: str) -> list[str]:
+    seen: list[str] = []
+    stack = [node_id]
+    while stack:
+        current = stack.pop()
+        for value in (nodes.get(current, {}).get("inputs") or {}).values():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) not in seen:
+                seen.append(str(value[0]))
+                stack.append(str(value[0]))
+    return seen
+
+
+def png_text_chunks(workflow: dict[str, Any], node_id: str) -> dict[str, str]:
+    """What a saved PNG carries: the graphgen workflow, the API prompt, the generation parameters.
+
+    `parameters` lists the constant inputs of every node this image was made from.
+    """
+    nodes = workflow.get("nodes", {})
+    api = {nid: {"class_type": n.get("class_type"), "inputs": n.get("inputs", {})} for nid, n in nodes.items()}
+    recipe = {nid: {"class_type": api[nid]["class_type"],
+                    **{k: v for k, v in api[nid]["inputs"].items() if not isinstance(v, list)}}
+              for nid in sorted(_ancestors(api, node_id)) if nid in api}
+    return {
+        "graphgen_workflow": json.dumps(workflow, ensure_ascii=False),
+        "prompt": json.dumps(api, ensure_ascii=False),
+        "parameters": json.dumps(recipe, ensure_ascii=False),
+    }
+
+
+class SaveImage(Node):
+    """Save images as PNGs in the output folder, with the workflow and generation parameters embedded.
+
+    Files are numbered (`prefix_00001_.png`) and never overwrite; the prefix may name subfolders but
+    cannot leave the output folder.
+    """
+
+    category = "image"
+    output_node = True
+    inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
+
+    def run(self, images: Any, filename_prefix: str) -> Result:
+        from .images import save_png
+
+        chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
+        saved = []
+        for index in range(images.shape[0]):
+            path = save_png(images[index], self.ctx.output_dir, filename_prefix, chunks)
+            saved.append({"path": str(path), "filename": path.name,
+                          "subfolder": str(path.parent.relative_to(self.ctx.output_dir.resolve()))
+                          if path.is_absolute() else str(path.parent), "type": "output"})
+            self.ctx.progress(index + 1, images.shape[0])
+        return Result(ui={"images": saved})
+
+
+class PreviewImage(Node):
+    """Show images: saved as temporary PNGs (in the output folder's `.temp`), not as results."""
+
+    category = "image"
+    output_node = True
+    deterministic = False
+    inputs = [Input("images", "IMAGE", force_link=True)]
+
+    def run(self, images: Any) -> Result:
+        from .images import save_png
+
+        temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
+        prefix = f"preview_{uuid.uuid4().hex[:8]}"
+        saved = []
+        for index in range(images.shape[0]):
+            path = save_png(images[index], temp, prefix, compress_level=1)
+            saved.append({"path": str(path), "filename": path.name, "subfolder": "", "type": "temp"})
+        return Result(ui={"images": saved})
+
+
+NODES = [VAEDecode, VAEEncode, LoadImage, SaveImage, PreviewImage]

@@ -1,0 +1,252 @@
+"""Loading images as tensors and saving PNGs with embedded text, safely.
+
+Conventions (ComfyUI's): an image is a float32 tensor ``[B, H, W, 3]`` in ``[0, 1]``; a mask is
+``[B, H, W]`` in ``[0, 1]`` where **1 marks a transparent pixel** (``mask = 1 - alpha``, as
+ComfyUI's LoadImage, so that the mask says what to inpaint).
+
+:func:`save_png` never writes outside its output folder and never overwrites a file: the name is
+claimed with a hard link from a fully written temporary file in the same folder (atomic, fails
+if the name exists), so readers never see a partial PNG and concurrent writers get distinct
+numbers. On file systems without hard links it falls back to ``O_CREAT | O_EXCL`` reservation
+followed by ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+__all__ = ["load_image", "read_png_text", "save_png", "tensor_to_pil"]
+
+_MAX_COUNTER = 99_999_999
+_KEY_RE = re.compile(r"^[\x20-\x7e\xa1-\xff]{1,79}$")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def load_image(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Loads a PNG/JPEG/WebP (anything Pillow reads) as an image tensor and an optional mask.
+
+    EXIF orientation is applied; for animated files the first frame is used; 16-bit images are
+    scaled from 0..65535.
+
+    Args:
+        path: The file.
+
+    Returns:
+        ``(image [1, H, W, 3] float32 in [0, 1], mask [1, H, W] or None)``. The mask is
+        ``1 - alpha`` when the file has an alpha channel or a transparent palette colour.
+
+    Raises:
+        ValueError: If the file is missing, not an image or corrupt (one line naming the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"cannot load image {str(p)!r}: file not found")
+    try:
+        with Image.open(p) as opened:
+            opened.seek(0)
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
+            img.load()
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot load image {str(p)!r}: {_one_line(exc)}") from None
+
+    has_alpha = "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        scale = 65535.0 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 255.0
+        gray = np.asarray(img, dtype=np.float32) / scale
+        rgb = np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)
+        alpha = None
+    else:
+        rgba = img.convert("RGBA") if has_alpha else img.convert("RGB")
+        arr = np.asarray(rgba, dtype=np.float32) / 255.0
+        rgb = arr[..., :3]
+        alpha = arr[..., 3] if has_alpha else None
+    image = torch.from_numpy(np.ascontiguousarray(rgb))[None]
+    mask = None if alpha is None else (1.0 - torch.from_numpy(np.ascontiguousarray(alpha)))[None]
+    return image, mask
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """Converts ``[H, W, 3]`` (or ``[1, H, W, 3]``) floats in ``[0, 1]`` to an 8-bit RGB image.
+
+    Values are clamped, scaled by 255 and rounded (as diffusers' ``numpy_to_pil``).
+
+    Raises:
+        ValueError: If the shape is not ``[H, W, 3]``.
+    """
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3], got {tuple(image.shape)}")
+    arr = (image.detach().to(torch.float32).clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def _safe_parts(prefix: str) -> tuple[list[str], str]:
+    """Splits a file-name prefix into sub-folders and a base name, refusing anything that escapes."""
+    if not prefix or "\x00" in prefix:
+        raise ValueError(f"invalid file name prefix {prefix!r}")
+    normalised = prefix.replace("\\", "/")
+    if normalised.startswith("/") or os.path.isabs(prefix) or re.match(r"^[A-Za-z]:", normalised):
+        raise ValueError(f"file name prefix must be relative, got {prefix!r}")
+    parts = [part for part in normalised.split("/") if part not in ("", ".")]
+    if any(part == ".." for part in parts):
+        raise ValueError(f"file name prefix may not contain '..': {prefix!r}")
+    if not parts:
+        raise ValueError(f"invalid file name prefix {prefix!r}")
+    return parts[:-1], parts[-1]
+
+
+def _inside(child: Path, root: Path) -> bool:
+    return child == root or root in child.parents
+
+
+def _make_folders(real_root: Path, sub: list[str], prefix: str) -> Path:
+    """Creates the sub-folders one by one, checking before each step that it stays inside the root.
+
+    Checking as we go (rather than after ``mkdir(parents=True)``) means a symlink pointing out of
+    the root is refused before anything is created through it.
+    """
+    current = real_root
+    for part in sub:
+        nxt = current / part
+        if not (nxt.is_symlink() or nxt.exists()):
+            with contextlib.suppress(FileExistsError):
+                nxt.mkdir()
+        resolved = nxt.resolve()
+        if not _inside(resolved, real_root):
+            raise ValueError(
+                f"file name prefix {prefix!r} leads outside the output folder {str(real_root)!r}"
+            )
+        if not resolved.is_dir():
+            raise ValueError(f"file name prefix {prefix!r}: {str(nxt)!r} is not a folder")
+        current = resolved
+    return current
+
+
+def _next_counter(folder: Path, base: str) -> int:
+    """One more than the highest ``<base>_NNNNN_.png`` in the folder (1 when none)."""
+    pattern = re.compile(re.escape(base) + r"_(\d+)_\.png$")
+    highest = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = pattern.match(entry.name)
+            if m:
+                highest = max(highest, int(m.group(1)))
+    return highest + 1
+
+
+def _claim(tmp: Path, folder: Path, base: str) -> Path:
+    """Gives the finished temporary file a fresh numbered name without overwriting anything."""
+    counter = _next_counter(folder, base)
+    while counter <= _MAX_COUNTER:
+        target = folder / f"{base}_{counter:05d}_.png"
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            counter += 1
+            continue
+        except OSError:
+            # No hard links here (e.g. FAT, some network shares): reserve, then replace.
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                counter += 1
+                continue
+            os.close(fd)
+            os.replace(tmp, target)
+            return target
+        os.unlink(tmp)
+        return target
+    raise ValueError(f"no free file name left for {base!r} in {str(folder)!r}")
+
+
+def save_png(
+    image: torch.Tensor,
+    out_dir: str | os.PathLike[str],
+    prefix: str,
+    text_chunks: dict[str, str] | None = None,
+    *,
+    compress_level: int = 4,
+) -> Path:
+    """Saves an image as ``<out_dir>/<prefix>_NNNNN_.png`` with text chunks, never overwriting.
+
+    Args:
+        image: ``[H, W, 3]`` floats in ``[0, 1]`` (``[1, H, W, 3]`` accepted).
+        out_dir: The output folder (created if missing). Nothing is written outside it.
+        prefix: File name prefix; may contain sub-folders (``"kolors/run1/img"``) but may not be
+            absolute, contain ``..``, or lead through a symlink out of ``out_dir``.
+        text_chunks: Keys and values stored as PNG text (``tEXt``, or ``iTXt`` UTF-8 when the
+            value is not Latin-1, e.g. Chinese prompts), such as ``workflow``, ``prompt``,
+            ``parameters``.
+        compress_level: zlib level 0-9.
+
+    Returns:
+        The path of the new file.
+
+    Raises:
+        ValueError: On a bad prefix, a path escaping ``out_dir``, a bad key, or a bad image shape.
+    """
+    sub, base = _safe_parts(prefix)
+    pil = tensor_to_pil(image)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text_chunks or {}).items():
+        if not _KEY_RE.match(key):
+            raise ValueError(f"invalid PNG text key {key!r} (1-79 printable Latin-1 characters)")
+        info.add_text(key, str(value))
+
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    real_root = root.resolve()
+    real_folder = _make_folders(real_root, sub, prefix)
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=real_folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pil.save(fh, format="PNG", pnginfo=info, compress_level=compress_level)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        return _claim(tmp, real_folder, base)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Reads a PNG's text chunks (``tEXt``, ``zTXt``, ``iTXt``) as plain strings.
+
+    Args:
+        path: The PNG file.
+
+    Returns:
+        Key → value.
+
+    Raises:
+        ValueError: If the file is missing or not a readable PNG.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"cannot read PNG text from {str(p)!r}: file not found")
+    try:
+        with Image.open(p) as img:
+            if img.format != "PNG":
+                raise ValueError(f"not a PNG file but {img.format}")
+            img.load()
+            text = getattr(img, "text", {})
+            return {str(k): str(v) for k, v in text.items()}
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+        raise ValueError(f"cannot read PNG text from {str(p)!r}: {_one_line(exc)}") from None

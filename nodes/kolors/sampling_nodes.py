@@ -1,0 +1,127 @@
+"""Text encoding, latents and sampling nodes.
+
+LATENT values follow ComfyUI's convention: `{"samples": tensor [B, 4, H/8, W/8]}` holding the
+VAE's *unscaled* latents (the sampler multiplies by the VAE scale 0.13025 on the way in and divides
+on the way out). An empty latent also carries `"noise_only": True`: sampling it is text-to-image.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+from graphgen import Choice, Float, Input, Int, Node, Output, String
+
+from .schedulers import scheduler_names
+
+VAE_SCALE = 0.13025
+MAX_SEED = 2**64 - 1
+DEFAULT_NEGATIVE = ""
+
+
+def split_prompts(text: str) -> list[str]:
+    """A bare `|` separates the prompts of a batch (kijai's KolorsTextEncode convention)."""
+    parts = [part.strip() for part in text.split("|")]
+    return [part for part in parts if part] or [""]
+
+
+class KolorsTextEncode(Node):
+    """Encode a prompt and a negative prompt with ChatGLM3 (penultimate layer, pooled before the final norm).
+
+    `|` in the prompt makes a batch of prompts. Prompts longer than 256 tokens are cut, with a warning.
+    """
+
+    category = "kolors/conditioning"
+    inputs = [Input("chatglm3_model", "CHATGLM3MODEL", force_link=True),
+              String("prompt", default="", multiline=True),
+              String("negative_prompt", default=DEFAULT_NEGATIVE, multiline=True),
+              Int("num_images_per_prompt", default=1, min=1, max=64)]
+    outputs = [Output("KOLORS_EMBEDS", "kolors_embeds")]
+
+    def run(self, chatglm3_model: Any, prompt: str, negative_prompt: str, num_images_per_prompt: int) -> Any:
+        from .encode import encode_prompts, repeat_conditioning
+        from .handles import KolorsEmbeds
+
+        prompts = split_prompts(prompt)
+        handle = chatglm3_model
+        with handle.use() as encoder:
+            positive = encode_prompts(encoder, handle.tokenizer, prompts, device=handle.device)
+            negative = encode_prompts(encoder, handle.tokenizer, [negative_prompt], device=handle.device)
+        for warning in positive.warnings + negative.warnings:
+            self.ctx.warn(warning)
+        if num_images_per_prompt > 1:
+            positive = repeat_conditioning(positive, num_images_per_prompt)
+        return KolorsEmbeds(positive=positive, negative=negative, prompts=prompts, negative_prompt=negative_prompt)
+
+
+class EmptyLatentImage(Node):
+    """An empty latent of a size: sampling it is text-to-image."""
+
+    category = "latent"
+    inputs = [Int("width", default=1024, min=64, max=8192, step=8),
+              Int("height", default=1024, min=64, max=8192, step=8),
+              Int("batch_size", default=1, min=1, max=4096)]
+    outputs = [Output("LATENT", "latent")]
+
+    def run(self, width: int, height: int, batch_size: int) -> dict[str, Any]:
+        import torch
+
+        if width % 8 or height % 8:
+            raise ValueError(f"width and height must be multiples of 8, got {width}x{height}; "
+                             f"try {width - width % 8}x{height - height % 8}")
+        return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8), "noise_only": True}
+
+
+class KolorsKSampler(Node):
+    """Sample Kolors latents: text-to-image from an empty latent, image-to-image with `denoise` < 1.
+
+    Noise is drawn on a CPU generator from the 64-bit seed, so a seed gives the same image on any
+    device. The LoRAs stacked on the model are active only while this node samples.
+    """
+
+    category = "kolors/sampling"
+    inputs = [Input("model", "KOLORS_UNET", force_link=True),
+              Input("kolors_embeds", "KOLORS_EMBEDS", force_link=True),
+              Input("latent", "LATENT", force_link=True),
+              Int("seed", default=0, min=0, max=MAX_SEED),
+              Int("steps", default=25, min=1, max=1000),
+              Float("cfg", default=5.0, min=0.0, max=100.0, step=0.1),
+              Choice("scheduler", scheduler_names(include_aliases=True), default="euler"),
+              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01)]
+    outputs = [Output("LATENT", "latent")]
+
+    def run(self, model: Any, kolors_embeds: Any, latent: dict[str, Any], seed: int, steps: int, cfg: float,
+            scheduler: str, denoise: float) -> dict[str, Any]:
+        from graphgen_nodes.lora.apply import applied_loras
+
+        from .sampling import sample
+
+        samples = latent["samples"]
+        prompts = kolors_embeds.batch_size
+        noise_only = bool(latent.get("noise_only")) and denoise >= 1.0
+        rows = int(samples.shape[0])
+        height, width = int(samples.shape[-2]) * 8, int(samples.shape[-1]) * 8
+        handle = model.handle
+        with handle.use() as unet, (applied_loras(unet, list(model.loras)) if model.loras else nullcontext()) as report:
+            for warning in getattr(report, "warnings", None) or []:
+                self.ctx.warn(warning)
+            latents = sample(
+                unet, scheduler, kolors_embeds.positive, kolors_embeds.negative, seed=seed, steps=steps, cfg=cfg,
+                width=width, height=height,
+                batch_size=rows if noise_only else max(1, rows // prompts) if rows % prompts == 0 else 1,
+                latents_in=None if noise_only else samples.to(handle.device, torch_float()) * VAE_SCALE,
+                denoise=1.0 if noise_only else denoise,
+                progress=lambda i, total: self.ctx.progress(i, total),
+                check_cancelled=self.ctx.check_cancelled,
+                device=handle.device, dtype=handle.dtype,
+            )
+        return {"samples": (latents / VAE_SCALE).cpu()}
+
+
+def torch_float() -> Any:
+    import torch
+
+    return torch.float32
+
+
+NODES = [KolorsTextEncode, EmptyLatentImage, KolorsKSampler]

@@ -1,0 +1,35 @@
+"""Session-scoped pytest fixtures with tiny random-weight Kolors models.
+
+``tests/conftest.py`` re-exports them (``from fixtures_kolors import *``). Heavy imports (torch,
+diffusers) happen inside the fixtures, so test sessions that do not use them stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from graphgen_nodes.kolors.tiny import TinyKolors, TinyModelPaths
+
+__all__ = ["tiny_components", "tiny_models"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
+    """The tiny Kolors models (seed 0) written once per session in all three file layouts."""
+    from graphgen_nodes.kolors.tiny import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("tiny-kolors"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_components() -> TinyKolors:
+    """The tiny Kolors components (seed 0), in memory. Treat them as read-only."""
+    from graphgen_nodes.kolors.tiny import build_tiny_components
+
+    return build_tiny_components(0)
