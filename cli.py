@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the JSON Schema of graphgen workflows")
     schema.set_defaults(handler=cmd_schema, debug=False)
+
+    tiny = sub.add_parser("tiny-models", help="write tiny random-weight Kolors models (tests, demos, benchmarks)")
+    tiny.add_argument("directory", type=Path, help="where to write them (tutorial/, diffusers/, comfyui/ inside)")
+    tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
+    tiny.add_argument("--debug", action="store_true", help="show tracebacks")
+    tiny.set_defaults(handler=cmd_tiny_models)
     return parser
 
 
@@ -190,6 +196,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from graphgen.workflow import json_schema
 
     print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_tiny_models(args: argparse.Namespace) -> int:
+    from graphgen_nodes.kolors.tiny import write_tiny_models
+
+    if args.directory.exists() and any(args.directory.iterdir()):
+        raise UsageError(f"{args.directory} is not empty; give a new or empty folder (nothing is overwritten)")
+    paths = write_tiny_models(args.directory, seed=args.seed)
+    console = _console()
+    console.print(f"[green]tiny Kolors models[/] (seed {args.seed}) written to {paths.root}")
+    console.print(f"  tutorial layout:  {paths.tutorial_models}  (kolors/Kolors, sdxl-vae-fp16-fix)")
+    console.print(f"  diffusers layout: {paths.diffusers_root}")
+    console.print(f"  ComfyUI layout:   {paths.comfyui_models}  (use with --models-dir)")
     return EXIT_OK
 
 

@@ -91,6 +91,8 @@ class ModelHandle:
     source: str
     tokenizer: Any = None
     offload: bool = False
+    memory: Any = None
+    """The engine's `memory.DeviceMemory`, which decides what stays on the accelerator."""
 
     def __graphgen_nbytes__(self) -> int:
         return 0  # owned by the resource cache
@@ -109,22 +111,15 @@ class _on_device:  # noqa: N801 - a context manager
         self.handle = handle
 
     def __enter__(self) -> Any:
-        model = self.handle.model
-        if _module_device(model) != self.handle.device:
-            model.to(self.handle.device)
-        return model
+        if self.handle.memory is not None:
+            self.handle.memory.acquire(self.handle)
+        elif self.handle.device.type != "cpu":
+            self.handle.model.to(self.handle.device)
+        return self.handle.model
 
     def __exit__(self, *exc: Any) -> None:
-        if self.handle.offload and self.handle.device.type != "cpu":
-            self.handle.model.to("cpu")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-
-
-def _module_device(model: Any) -> torch.device:
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
+        if self.handle.memory is not None:
+            self.handle.memory.release(self.handle)
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +159,8 @@ def load_shared(ctx: NodeContext, kind: str, path: Path, dtype: torch.dtype, dev
     """Load a model once per engine, keyed by file identity, dtype and device."""
     key = ("kolors", kind, file_identity(path), str(dtype), str(device), extra_key)
 
+    from .memory import device_memory
+
     def load() -> ModelHandle:
         loaded = loader()
         tokenizer = None
@@ -172,7 +169,7 @@ def load_shared(ctx: NodeContext, kind: str, path: Path, dtype: torch.dtype, dev
         loaded.requires_grad_(False)
         loaded.eval()
         return ModelHandle(kind=kind, model=loaded, device=device, dtype=dtype, key=key, source=str(path),
-                           tokenizer=tokenizer, offload=offload)
+                           tokenizer=tokenizer, offload=offload, memory=device_memory(ctx.resources))
 
     handle: ModelHandle = ctx.resources.get_or_load(key, load)
     handle.offload = offload
