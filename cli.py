@@ -253,6 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_INVALID
     debug = getattr(args, "debug", False) or os.environ.get("GRAPHGEN_DEBUG") == "1"
+    if not debug:
+        # Library chatter (deprecation notices from transformers/diffusers) is not for end users.
+        for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+            os.environ.setdefault(name, "error")
+        import warnings
+
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return int(args.handler(args))
     except UsageError as exc:
