@@ -175,3 +175,25 @@ def test_console_script_subprocess_exit_codes(tmp_path):
     good = subprocess.run([sys.executable, str(ROOT / "cli.py"), "run", write(tmp_path, CLASSIC), "--json"],
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert good.returncode == 0, good.stderr
+
+
+def test_ctrl_c_stops_cleanly_at_the_next_step(tmp_path):
+    import signal
+    import time
+
+    wf = {"1": {"class_type": "SlowCount", "inputs": {"steps": 2000, "ms": 10}},
+          "2": {"class_type": "ShowCount", "inputs": {"count": ["1", 0]}}}
+    env = dict(os.environ, GRAPHGEN_PLUGIN_PATH=PLUGINS, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "run", write(tmp_path, wf), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    assert proc.stdout is not None
+    deadline = time.time() + 60
+    for line in proc.stdout:  # wait until the node is really stepping
+        if '"node_progress"' in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "cancelling" in err
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["event"] == "run_finished" and last["status"] == "cancelled"
