@@ -13,8 +13,10 @@ again with a changed seed re-runs only the nodes that depend on the seed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from graphgen.validation import PreparedWorkflow, validate
 from graphgen.workflow import Workflow, load_workflow
 
 WorkflowSource = Workflow | str | Path | dict[str, Any] | bytes
+PREPARED_MEMO_SIZE = 32
 
 
 class Engine:
@@ -69,11 +72,44 @@ class Engine:
         self._executor = Executor(self.cache, self.settings, self.resources)
         self._cancel = threading.Event()
         self._run_lock = threading.Lock()
+        self._prepared: OrderedDict[str, PreparedWorkflow] = OrderedDict()
 
     def prepare(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> PreparedWorkflow:
-        """Load, apply overrides and validate; raises `WorkflowError` listing every problem."""
-        loaded = load_workflow(workflow)
-        return validate(apply_overrides(loaded, overrides, self.registry), self.registry)
+        """Load, apply overrides and validate; raises `WorkflowError` listing every problem.
+
+        Validations are memoized by content (an app re-running the same workflow pays for the
+        check once), unless a node's allowed values are computed at validation time.
+        """
+        key = self._prepare_key(workflow, overrides)
+        if key is not None and key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
+        prepared = validate(apply_overrides(load_workflow(workflow), overrides, self.registry), self.registry)
+        if key is not None and not prepared.has_dynamic_choices:
+            self._prepared[key] = prepared
+            while len(self._prepared) > PREPARED_MEMO_SIZE:
+                self._prepared.popitem(last=False)
+        return prepared
+
+    def _prepare_key(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None) -> str | None:
+        if isinstance(workflow, Workflow):
+            content: Any = workflow.model_dump(by_alias=True)
+        elif isinstance(workflow, dict):
+            content = workflow
+        elif isinstance(workflow, (str, Path)) and not str(workflow).lstrip().startswith(("{", "[")):
+            try:
+                stat = os.stat(workflow)
+            except OSError:
+                return None
+            content = (os.path.abspath(workflow), stat.st_size, stat.st_mtime_ns)
+        elif isinstance(workflow, (str, bytes)):
+            content = workflow
+        else:
+            return None
+        # Value types matter: command-line text is converted by input type, Python values are not.
+        given = sorted((str(k), type(v).__name__, v) for k, v in (overrides or {}).items())
+        text = repr((content, given, self.registry.generation))
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
     def validate(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> list[Any]:
         """Every problem with a workflow (an empty list when it can run)."""

@@ -100,7 +100,7 @@ class Executor:
         forced = set(force)
         tainted: set[str] = set()
         result = RunResult(run_id=run_id)
-        workflow_json = prepared.workflow.to_json_dict()
+        workflow_json = prepared.workflow_json()
         emit(RunStarted(run_id=run_id, nodes=order,
                         node_types={n: prepared.nodes[n].spec.type_name for n in order}))
 

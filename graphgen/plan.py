@@ -34,6 +34,16 @@ def execution_order(prepared: PreparedWorkflow, targets: Iterable[str] | None = 
         prepared: A validated workflow.
         targets: Output nodes to produce; all output nodes when None.
     """
+    key = None if targets is None else tuple(sorted(targets))
+    cached = prepared.orders.get(key)
+    if cached is not None:
+        return cached
+    order = _compute_order(prepared, targets)
+    prepared.orders[key] = order
+    return order
+
+
+def _compute_order(prepared: PreparedWorkflow, targets: Iterable[str] | None) -> list[str]:
     wanted = needed_nodes(prepared.graph, prepared.output_nodes if targets is None else targets)
     # Sorting the whole graph and filtering is much cheaper than sorting a subgraph view.
     order = nx.lexicographical_topological_sort(prepared.graph, key=_sort_key)

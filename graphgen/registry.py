@@ -69,6 +69,8 @@ class NodeRegistry:
         self._ambiguous: dict[str, list[str]] = {}
         self.packs: dict[str, PackInfo] = {}
         self.problems: list[PackProblem] = []
+        self.generation = 0
+        """Bumped on every registration, so that memoized validations can tell they are stale."""
 
     # -- lookup -----------------------------------------------------------------------------
     def __contains__(self, type_name: str) -> bool:
@@ -106,6 +108,7 @@ class NodeRegistry:
         """Register a graphgen `Node` class, a ComfyUI classic class, or a ready `NodeSpec`."""
         spec = to_spec(node, name, display_name)
         spec.pack = pack
+        self.generation += 1
         info = self.packs.setdefault(pack, PackInfo(name=pack, source="registered in code"))
         qualified = f"{pack}/{spec.type_name}"
         if qualified in self._qualified and self._qualified[qualified].source is not spec.source:

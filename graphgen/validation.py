@@ -36,6 +36,20 @@ class PreparedWorkflow:
     nodes: dict[str, PreparedNode]
     graph: nx.DiGraph
     output_nodes: list[str] = field(default_factory=list)
+    orders: dict[tuple[str, ...] | None, list[str]] = field(default_factory=dict)
+    """Execution orders already computed, by target set (see `plan.execution_order`)."""
+    _json: dict[str, Any] | None = None
+
+    def workflow_json(self) -> dict[str, Any]:
+        """The workflow as JSON-able data (computed once; output nodes embed it in files)."""
+        if self._json is None:
+            self._json = self.workflow.to_json_dict()
+        return self._json
+
+    @property
+    def has_dynamic_choices(self) -> bool:
+        """Whether some constant was checked against choices computed at validation time."""
+        return any(callable(node.spec.inputs[name].choices) for node in self.nodes.values() for name in node.constants)
 
 
 def validate(workflow: Workflow, registry: NodeRegistry) -> PreparedWorkflow:

@@ -188,3 +188,18 @@ def test_outputs_restrict_targets(engine):
     b.add("Show", value=b.add("Const", value=2)[0])
     result = engine.run(b.build(), outputs=["4"])
     assert result.executed == ["3", "4"]
+
+
+def test_validation_is_memoized_but_not_stale(engine, tmp_path):
+    wf = chain().build().to_json_dict()
+    first = engine.prepare(wf)
+    assert engine.prepare(wf) is first
+    assert engine.prepare(wf, {"2.b": 5}) is not first
+    changed = {**wf, "nodes": {**wf["nodes"], "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 9}}}}
+    assert engine.prepare(changed).nodes["2"].constants["b"] == 9
+    engine.registry.register(engine_nodes.Const, pack="late", name="Late")
+    assert engine.prepare(wf) is not first  # the registry changed
+    from graphgen.overrides import parse_set_arguments
+
+    text = engine.prepare(wf, parse_set_arguments(["2.b=5"]))
+    assert text.nodes["2"].constants["b"] == 5
