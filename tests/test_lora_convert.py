@@ -166,6 +166,8 @@ def test_diffusers_loader_reads_our_diffusers_file(unet: nn.Module, tmp_path: Pa
     theirs = run(theirs_unet)
     assert (theirs - run(unet)).abs().max() > 1e-2
     torch.testing.assert_close(theirs, ours, rtol=0, atol=TOL)
+    with pytest.raises(LoraError, match="wrapped by peft adapters"), applied_loras(theirs_unet, lora):
+        pass
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "kohya_diffusers"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from graphgen_nodes.lora.formats import (
     DIFFSYNTH_BLOCKS,
     LAYOUTS,
@@ -24,6 +25,7 @@ ATTN = "down_blocks.1.attentions.0.transformer_blocks.0.attn1"
 def linear_paths() -> list[str]:
     """Every Linear module path of the tiny Kolors UNet (same topology as the real one)."""
     from diffusers import UNet2DConditionModel
+
     from graphgen_nodes.kolors.tiny import TINY_UNET_CONFIG
 
     with torch.random.fork_rng(devices=[]):

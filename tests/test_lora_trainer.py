@@ -103,6 +103,8 @@ def _config(out: Path, **kw: Any) -> TrainConfig:
         width=64,
         random_flip=True,
         save_every_n_steps=3,
+        use_gradient_checkpointing=False,
+        precision="32",
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -276,6 +278,16 @@ def test_resume_after_kill_or_cancel_equals_uninterrupted(
     assert resumed_c.resumed_from == 4
     got_c = load_file(resumed_c.lora_path)
     assert all(torch.equal(got_c[k], expected[k]) for k in expected)
+
+    # a kept final checkpoint extends a finished run: 4 steps, then 8, equals 8 in one go
+    cfg_d = _config(tmp_path / "d", steps_per_epoch=4, keep_checkpoint=True)
+    trainer.train_lora(cfg_d, unet, data=flip_data, base_model_id="tiny")
+    extended = trainer.train_lora(
+        dataclasses.replace(cfg_d, steps_per_epoch=8), unet, data=flip_data, base_model_id="tiny"
+    )
+    assert extended.resumed_from == 4
+    got_d = load_file(extended.lora_path)
+    assert all(torch.equal(got_d[k], expected[k]) for k in expected)
 
     # a different run's checkpoint is not resumed
     other = dataclasses.replace(cfg_c, learning_rate=2e-3)

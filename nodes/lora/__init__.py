@@ -1,3 +1,5 @@
-"""The built-in lora node pack."""
+"""The built-in LoRA node pack: load LoRAs in every common format and stack them on a Kolors UNet."""
 
-NODES: list[type] = []
+from . import lora_nodes
+
+NODES: list[type] = [*lora_nodes.NODES]

@@ -1,0 +1,410 @@
+"""LoRA training datasets: the tutorial's layouts, validation, preprocessing, fingerprints.
+
+Three layouts are read (the first one found wins, in this order):
+
+1. ``<path>/train/metadata.csv`` (the tutorial's layout, DiffSynth ``train_kolors_lora.py``)
+   or ``<path>/metadata.csv``: columns ``file_name,text``, UTF-8 with or without a BOM.
+2. ``<path>/train/metadata.jsonl`` or ``<path>/metadata.jsonl``: one
+   ``{"file_name": ..., "text": ...}`` object per line.
+3. An image folder (``<path>/train`` if it exists, else ``<path>``): every image with a
+   same-name ``.txt`` caption next to it (``cat.png`` + ``cat.txt``).
+
+``file_name`` is relative to the metadata file's folder. Problems with single items (a missing
+image, an empty caption, an unreadable or too small image) raise :class:`DatasetError` with
+``on_bad_item="error"`` and are skipped with a warning with ``on_bad_item="skip"``.
+
+Preprocessing follows the tutorial: resize so the image covers ``height`` x ``width``
+(bilinear; for a square target this is "shorter side to the target", exactly as the tutorial;
+for a non-square target the tutorial resizes the shorter side to ``max(height, width)``, which
+over-zooms, while this module uses the smallest covering scale), centre or random crop,
+optional horizontal flip, normalise to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "DatasetError",
+    "DatasetItem",
+    "LoraDataset",
+    "PreprocessParams",
+    "center_crop_box",
+    "describe",
+    "file_digest",
+    "load_dataset",
+    "load_rgb",
+    "preprocess_image",
+    "random_crop_box",
+]
+
+#: File suffixes treated as images in the image-folder layout.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+OnBadItem = Literal["skip", "error"]
+
+
+class DatasetError(ValueError):
+    """A dataset problem, described in one line naming the file and the fix."""
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """How images become training tensors.
+
+    Attributes:
+        height: Target height in pixels (a multiple of 8).
+        width: Target width in pixels (a multiple of 8).
+        center_crop: Centre crop (the tutorial's ``--center_crop``); ``False`` crops at random.
+        random_flip: Flip horizontally with probability 1/2 (the tutorial's ``--random_flip``).
+    """
+
+    height: int = 1024
+    width: int = 1024
+    center_crop: bool = True
+    random_flip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0 or self.height % 8 or self.width % 8:
+            raise DatasetError(
+                f"height/width must be positive multiples of 8 (got {self.height}x{self.width}): "
+                "pick e.g. 1024x1024"
+            )
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """One training example.
+
+    Attributes:
+        image_path: Absolute path of the image file.
+        caption: The caption (stripped, non-empty).
+        file_name: The name as written in the metadata (relative to ``LoraDataset.root``).
+        size: Image size in pixels as ``(width, height)``.
+        digest: SHA-256 of the image file's bytes.
+    """
+
+    image_path: Path
+    caption: str
+    file_name: str
+    size: tuple[int, int]
+    digest: str
+
+
+@dataclass
+class LoraDataset:
+    """A validated dataset.
+
+    Attributes:
+        root: Folder the ``file_name`` entries are relative to.
+        layout: ``"csv"``, ``"jsonl"`` or ``"folder"``.
+        items: The usable items, in metadata order.
+        warnings: One line per skipped item or other oddity.
+    """
+
+    root: Path
+    layout: str
+    items: list[DatasetItem]
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def fingerprint(self, params: PreprocessParams) -> str:
+        """Hash of the file names, content hashes, sizes, captions and preprocessing params.
+
+        File contents are hashed (not mtimes), so copying or touching the dataset keeps the
+        fingerprint while any change to a pixel or a caption changes it.
+
+        Args:
+            params: The preprocessing parameters used for training.
+
+        Returns:
+            A hex SHA-256 digest.
+        """
+        h = hashlib.sha256(b"graphgen-lora-dataset-v1\n")
+        h.update(json.dumps(asdict(params), sort_keys=True).encode())
+        for item in self.items:
+            row = [item.file_name, item.digest, list(item.size), item.caption]
+            h.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+        return h.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, memoised per (path, size, mtime) within the process.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The hex digest.
+    """
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    cached = _DIGESTS.get(key)
+    if cached is None:
+        cached = hashlib.sha256(path.read_bytes()).hexdigest()
+        _DIGESTS[key] = cached
+    return cached
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Opens an image file as RGB.
+
+    Args:
+        path: The image file.
+
+    Returns:
+        The decoded RGB image.
+
+    Raises:
+        DatasetError: If the file is missing or cannot be decoded.
+    """
+    if not path.is_file():
+        raise DatasetError(f"image {path} does not exist: add it or remove its row from the metadata")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DatasetError(
+            f"image {path} cannot be read ({type(exc).__name__}: {exc}): re-save it as PNG/JPEG or remove it"
+        ) from exc
+
+
+def _read_csv(meta: Path) -> list[tuple[int, str, str]]:
+    text = meta.read_bytes().decode("utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    if "file_name" not in fields or "text" not in fields:
+        raise DatasetError(
+            f"{meta} must have the columns file_name,text (found {','.join(fields) or 'none'}): "
+            "fix its header line"
+        )
+    rows = []
+    for lineno, row in enumerate(reader, start=2):
+        clean = {(k or "").strip(): v for k, v in row.items()}
+        rows.append((lineno, (clean.get("file_name") or "").strip(), clean.get("text") or ""))
+    return rows
+
+
+def _read_jsonl(meta: Path) -> list[tuple[int, str, str]]:
+    rows = []
+    for lineno, line in enumerate(meta.read_bytes().decode("utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{meta}:{lineno} is not valid JSON ({exc.msg}): fix that line") from exc
+        if not isinstance(obj, dict) or "file_name" not in obj:
+            raise DatasetError(f'{meta}:{lineno} needs an object with "file_name" and "text": fix that line')
+        rows.append((lineno, str(obj["file_name"]).strip(), str(obj.get("text") or "")))
+    return rows
+
+
+def _read_folder(folder: Path) -> list[tuple[int, str, str]]:
+    rows = []
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    for img in images:
+        txt = img.with_suffix(".txt")
+        caption = txt.read_bytes().decode("utf-8-sig") if txt.is_file() else ""
+        rows.append((0, img.name, caption))
+    return rows
+
+
+def _find_metadata(path: Path) -> tuple[str, Path, Path]:
+    """Returns ``(layout, metadata file or folder, root)``."""
+    if not path.is_dir():
+        raise DatasetError(
+            f"dataset folder {path} does not exist: point dataset_path at the folder holding train/metadata.csv"
+        )
+    for folder in (path / "train", path):
+        for name, layout in (("metadata.csv", "csv"), ("metadata.jsonl", "jsonl")):
+            if (folder / name).is_file():
+                return layout, folder / name, folder
+    for folder in (path / "train", path):
+        if folder.is_dir() and any(
+            p.suffix.lower() in IMAGE_SUFFIXES and p.with_suffix(".txt").is_file() for p in folder.iterdir()
+        ):
+            return "folder", folder, folder
+    raise DatasetError(
+        f"no metadata in {path}: add train/metadata.csv (columns file_name,text), metadata.jsonl, "
+        "or images with same-name .txt captions"
+    )
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    on_bad_item: OnBadItem = "error",
+    min_side: int = 64,
+) -> LoraDataset:
+    """Reads and validates a dataset folder.
+
+    Every image is opened and decoded once, so a broken file fails here, not mid-training.
+
+    Args:
+        path: The dataset folder (the tutorial's ``dataset_path``).
+        on_bad_item: ``"error"`` raises on the first bad item; ``"skip"`` drops it and records a
+            warning in ``LoraDataset.warnings``.
+        min_side: Images whose shorter side is below this many pixels are bad items. Larger
+            images smaller than the training size are upscaled.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        DatasetError: For a missing folder or metadata, a malformed metadata file, a bad item
+            with ``on_bad_item="error"``, or when no usable item is left.
+    """
+    if on_bad_item not in ("skip", "error"):
+        raise DatasetError(f'on_bad_item must be "skip" or "error", not {on_bad_item!r}')
+    root_path = Path(path).expanduser().resolve()
+    layout, meta, root = _find_metadata(root_path)
+    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "folder": _read_folder}[layout]
+    rows = reader(meta)
+    warnings: list[str] = []
+    items: list[DatasetItem] = []
+    for lineno, file_name, caption in rows:
+        where = f"{meta}:{lineno}" if lineno else str(root / file_name)
+        try:
+            items.append(_check_item(root, file_name, caption, where, layout, min_side))
+        except DatasetError as exc:
+            if on_bad_item == "error":
+                raise
+            warnings.append(f"skipped: {exc}")
+    if not items:
+        raise DatasetError(
+            f"no usable items in {meta}: " + (warnings[0] if warnings else "the metadata is empty")
+        )
+    return LoraDataset(root=root, layout=layout, items=items, warnings=warnings)
+
+
+def _check_item(
+    root: Path, file_name: str, caption: str, where: str, layout: str, min_side: int
+) -> DatasetItem:
+    if not file_name:
+        raise DatasetError(f"{where}: empty file_name: fill it in or delete the row")
+    caption = caption.strip()
+    if not caption:
+        fix = (
+            f"write a caption into {Path(file_name).with_suffix('.txt')}"
+            if layout == "folder"
+            else "fill in its text"
+        )
+        raise DatasetError(f"{where}: empty caption for {file_name}: {fix}")
+    image_path = (root / file_name).resolve()
+    if not image_path.is_file():
+        raise DatasetError(f"{where}: image {image_path} does not exist: add it or remove the row")
+    try:
+        img = load_rgb(image_path)
+    except DatasetError as exc:
+        raise DatasetError(f"{where}: {exc}") from exc
+    if min(img.size) < min_side:
+        raise DatasetError(
+            f"{where}: image {image_path} is {img.size[0]}x{img.size[1]}, below the {min_side}px minimum: "
+            "use a larger image or remove it"
+        )
+    return DatasetItem(
+        image_path=image_path,
+        caption=caption,
+        file_name=file_name,
+        size=img.size,
+        digest=file_digest(image_path),
+    )
+
+
+def center_crop_box(size: tuple[int, int], params: PreprocessParams) -> tuple[int, int]:
+    """Top/left of the centre crop after :func:`preprocess_image`'s resize (torchvision's rounding).
+
+    Args:
+        size: Source image size ``(width, height)``.
+        params: Target size.
+
+    Returns:
+        ``(top, left)`` in resized pixels.
+    """
+    rw, rh = _resized_size(size, params)
+    return int(round((rh - params.height) / 2.0)), int(round((rw - params.width) / 2.0))
+
+
+def random_crop_box(size: tuple[int, int], params: PreprocessParams, rng: random.Random) -> tuple[int, int]:
+    """A uniformly random crop position after the resize.
+
+    Args:
+        size: Source image size ``(width, height)``.
+        params: Target size.
+        rng: The generator to draw from.
+
+    Returns:
+        ``(top, left)`` in resized pixels.
+    """
+    rw, rh = _resized_size(size, params)
+    return rng.randint(0, rh - params.height), rng.randint(0, rw - params.width)
+
+
+def _resized_size(size: tuple[int, int], params: PreprocessParams) -> tuple[int, int]:
+    w, h = size
+    scale = max(params.width / w, params.height / h)
+    return max(params.width, int(round(w * scale))), max(params.height, int(round(h * scale)))
+
+
+def preprocess_image(
+    img: Image.Image,
+    params: PreprocessParams,
+    *,
+    crop: tuple[int, int] | None = None,
+    flip: bool = False,
+) -> torch.Tensor:
+    """Resizes (bilinear), crops, optionally flips and normalises one image.
+
+    Args:
+        img: An RGB image.
+        params: Target size.
+        crop: ``(top, left)`` of the crop in resized pixels; ``None`` is the centre crop.
+        flip: Flip horizontally (after cropping).
+
+    Returns:
+        A float32 tensor ``[3, height, width]`` in [-1, 1].
+    """
+    top, left = crop if crop is not None else center_crop_box(img.size, params)
+    rw, rh = _resized_size(img.size, params)
+    if (rw, rh) != img.size:
+        img = img.resize((rw, rh), Image.Resampling.BILINEAR)
+    img = img.crop((left, top, left + params.width, top + params.height))
+    if flip:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def describe(items: Sequence[DatasetItem]) -> str:
+    """One-line summary of a dataset's items, for logs.
+
+    Args:
+        items: The items.
+
+    Returns:
+        E.g. ``"12 images, 512x512..1024x768"``.
+    """
+    if not items:
+        return "0 images"
+    sizes = sorted(it.size for it in items)
+    return f"{len(items)} images, {sizes[0][0]}x{sizes[0][1]}..{sizes[-1][0]}x{sizes[-1][1]}"
