@@ -173,4 +173,5 @@ def load_shared(ctx: NodeContext, kind: str, path: Path, dtype: torch.dtype, dev
 
     handle: ModelHandle = ctx.resources.get_or_load(key, load)
     handle.offload = offload
+    handle.memory.loaded(handle)
     return handle

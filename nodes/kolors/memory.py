@@ -85,6 +85,14 @@ class DeviceMemory:
             self.mover(handle, handle.device)
             self._resident.append(handle)
 
+    def loaded(self, handle: ModelHandle) -> None:
+        """Record a model that was loaded straight onto its accelerator (it already takes room)."""
+        if handle.device.type == "cpu":
+            return
+        with self._lock:
+            if handle not in self._resident and _on(handle, handle.device):
+                self._resident.append(handle)
+
     def release(self, handle: ModelHandle) -> None:
         """Done with `handle` for now: an `offload` model goes back to the CPU."""
         with self._lock:
@@ -112,6 +120,14 @@ class DeviceMemory:
         self.mover(handle, torch.device("cpu"))
         cpu_offload(handle.model, execution_device=handle.device)
         self._sequential.add(id(handle))
+
+
+def _on(handle: ModelHandle, device: torch.device) -> bool:
+    parameters = getattr(handle.model, "parameters", None)
+    if parameters is None:
+        return False
+    first = next(iter(parameters()), None)
+    return first is not None and first.device.type == device.type
 
 
 def device_memory(resources: Any) -> DeviceMemory:
