@@ -1,16 +1,47 @@
-"""Writing files safely: atomically, never clobbering, never outside the output folder."""
+"""Writing files safely: atomically, never clobbering, never outside the output folder.
+
+Every file graphgen and its packs write (images, LoRAs, checkpoints, caches, workflows) goes
+through here: a temporary file in the target folder is written and synced, then published under
+its name in one step. `overwrite=False` publishes with a hard link, which fails if the name is
+taken, so an existing file is never replaced (on file systems without hard links the name is
+reserved with O_EXCL first). Files get the usual permissions (0666 minus the umask), not the
+0600 of a temporary file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
+
+MAX_COUNTER = 99_999_999
 
 
 class UnsafePathError(ValueError):
     """A file name would leave the folder it must stay in."""
+
+
+def _relative_parts(relative: str) -> list[str]:
+    """Split a relative name into parts, refusing absolute paths, drive letters, `..` and NULs."""
+    if not relative or not relative.strip():
+        raise UnsafePathError("the file name is empty")
+    if "\x00" in relative:
+        raise UnsafePathError("the file name contains a NUL character")
+    normalised = relative.replace("\\", "/")
+    if normalised.startswith("/") or os.path.isabs(relative) or re.match(r"^[A-Za-z]:", normalised):
+        raise UnsafePathError(f"{relative!r} is an absolute path; give a name relative to the output folder")
+    parts = [part for part in normalised.split("/") if part not in ("", ".")]
+    if any(part == ".." for part in parts):
+        raise UnsafePathError(f"{relative!r} contains '..'; it must stay inside the output folder")
+    return parts
+
+
+def _inside(child: Path, root: Path) -> bool:
+    return child == root or root in child.parents
 
 
 def safe_join(root: str | os.PathLike[str], relative: str) -> Path:
@@ -18,84 +49,151 @@ def safe_join(root: str | os.PathLike[str], relative: str) -> Path:
 
     Absolute paths, `..` parts and symbolic links pointing out of `root` are refused.
     """
-    if not relative or not relative.strip():
-        raise UnsafePathError("the file name is empty")
-    if "\x00" in relative:
-        raise UnsafePathError("the file name contains a NUL character")
-    candidate = Path(relative)
-    if candidate.is_absolute() or candidate.drive or relative.startswith(("/", "\\")):
-        raise UnsafePathError(f"{relative!r} is an absolute path; give a name relative to the output folder")
-    if any(part == ".." for part in Path(relative.replace("\\", "/")).parts):
-        raise UnsafePathError(f"{relative!r} contains '..'; it must stay inside the output folder")
+    parts = _relative_parts(relative)
     base = Path(root).resolve()
-    target = (base / candidate).resolve()
-    if target != base and base not in target.parents:
+    target = base.joinpath(*parts)
+    if not _inside(target.resolve(), base):
         raise UnsafePathError(f"{relative!r} leads outside the output folder {str(base)!r}")
-    return base / candidate
+    return target
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:
-    """Write a file through a temporary file in the same folder, then move it into place.
+def safe_folder(root: str | os.PathLike[str], parts: Sequence[str]) -> Path:
+    """Create `root/parts...` one level at a time, checking each level stays inside `root`.
 
-    Readers never see a half-written file. With `overwrite=False` an existing file is never
-    replaced (the final step is a hard link, which fails if the name is taken).
+    Checking as it goes (rather than after `mkdir(parents=True)`) refuses a symlink that points
+    out of `root` before anything is created through it. Returns the resolved folder.
+    """
+    real_root = Path(root)
+    real_root.mkdir(parents=True, exist_ok=True)
+    real_root = real_root.resolve()
+    current = real_root
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part or "\\" in part:
+            raise UnsafePathError(f"invalid folder name {part!r}")
+        step = current / part
+        if not (step.is_symlink() or step.exists()):
+            with contextlib.suppress(FileExistsError):
+                step.mkdir()
+        resolved = step.resolve()
+        if not _inside(resolved, real_root):
+            raise UnsafePathError(f"{'/'.join(parts)!r} leads outside the output folder {str(real_root)!r}")
+        if not resolved.is_dir():
+            raise UnsafePathError(f"{str(step)!r} is not a folder")
+        current = resolved
+    return current
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Give the finished temporary file its name (atomically; never replacing unless asked)."""
+    os.chmod(tmp, _default_mode())
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and refuses an existing name
+    except FileExistsError:
+        raise
+    except OSError:
+        # No hard links here (FAT, some network shares): reserve the name, then replace.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write_via_path(path: str | os.PathLike[str], write: Callable[[Path], object], *,
+                          overwrite: bool = False) -> Path:
+    """Like `atomic_write`, for writers that take a file name (safetensors' `save_file`, `torch.save`).
 
     Raises:
         FileExistsError: `path` exists and `overwrite` is False.
     """
     path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{str(path)!r} exists; it is never overwritten")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        _publish(tmp, path, overwrite)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *,
+                 overwrite: bool = False) -> Path:
+    """Write a file through a temporary file in the same folder, then publish it under its name.
+
+    Readers never see a half-written file; with `overwrite=False` an existing file is never replaced.
+
+    Raises:
+        FileExistsError: `path` exists and `overwrite` is False.
+    """
+    def write_file(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+
+    return atomic_write_via_path(path, write_file, overwrite=overwrite)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data), overwrite=overwrite)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def write_new_file(folder: str | os.PathLike[str], stem: str, suffix: str,
+                   write: Callable[[IO[bytes]], object]) -> Path:
+    """Write `folder/<stem>_00001_<suffix>`, taking the first free number; never overwrites.
+
+    The content is written once to a temporary file; the name is claimed atomically when it is
+    published, so concurrent writers get distinct numbers.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp_name, path)
-        else:
-            os.link(tmp_name, path)  # atomic, and refuses an existing name
-            os.unlink(tmp_name)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
-    return atomic_write(path, lambda handle: handle.write(data), overwrite=overwrite)
-
-
-def atomic_write_text(path: Path, text: str, *, overwrite: bool = False) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
-
-
-def write_new_file(folder: Path, stem: str, suffix: str, write: Callable[[IO[bytes]], None],
-                   start: int = 1, max_tries: int = 100_000) -> Path:
-    """Write `folder/stem_00001_suffix`, taking the first free number; never overwrites.
-
-    Safe against concurrent writers: a name is claimed by the atomic final link.
-    """
-    counter = max(start, _next_counter(folder, stem, suffix))
-    for _ in range(max_tries):
-        path = folder / f"{stem}_{counter:05d}_{suffix}"
-        try:
-            return atomic_write(path, write, overwrite=False)
-        except FileExistsError:
-            counter += 1
-    raise FileExistsError(f"no free file name for {stem!r} in {str(folder)!r}")
+        counter = _next_counter(folder, stem, suffix)
+        while counter <= MAX_COUNTER:
+            target = folder / f"{stem}_{counter:05d}_{suffix}"
+            try:
+                _publish(tmp, target, overwrite=False)
+                return target
+            except FileExistsError:
+                counter += 1
+        raise FileExistsError(f"no free file name left for {stem!r} in {str(folder)!r}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def _next_counter(folder: Path, stem: str, suffix: str) -> int:
-    if not folder.is_dir():
-        return 1
-    best = 0
-    prefix = f"{stem}_"
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.startswith(prefix) and name.endswith(f"_{suffix}"):
-            middle = name[len(prefix):-len(suffix) - 1]
-            if middle.isdigit():
-                best = max(best, int(middle))
-    return best + 1
+    """One more than the highest `<stem>_NNNNN_<suffix>` in the folder (1 when none)."""
+    pattern = re.compile(re.escape(stem) + r"_(\d+)_" + re.escape(suffix) + "$")
+    highest = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = pattern.match(entry.name)
+            if match:
+                highest = max(highest, int(match.group(1)))
+    return highest + 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from graphgen.errors import Issue, WorkflowError
 from graphgen.registry import NodeRegistry, UnknownNodeType
-from graphgen.spec import STRING, split_types
+from graphgen.spec import STRING, InputSpec, split_types
 from graphgen.workflow import Workflow
 
 
@@ -37,24 +37,29 @@ def parse_set_arguments(arguments: Iterable[str]) -> dict[str, Any]:
     return overrides
 
 
-def _convert(raw: Any, input_type: str | None) -> Any:
+def _convert(raw: Any, spec: InputSpec | None) -> Any:
     if not isinstance(raw, RawText):
         return raw
-    if input_type is not None and STRING in split_types(input_type):
+    if spec is not None and STRING in split_types(spec.type):
         return str(raw)
     try:
-        return json.loads(raw)
+        parsed = json.loads(raw)
     except (json.JSONDecodeError, RecursionError):
         return str(raw)
+    if spec is not None and spec.choices is not None:
+        # A choice typed on the command line: "32" means the choice "32" when that is one.
+        choices = spec.resolve_choices() or []
+        if str(raw) in choices and parsed not in choices:
+            return str(raw)
+    return parsed
 
 
-def _parameter_type(workflow: Workflow, targets: list[str], registry: NodeRegistry) -> str | None:
+def _parameter_spec(workflow: Workflow, targets: list[str], registry: NodeRegistry) -> InputSpec | None:
     node_id, _, input_name = targets[0].rpartition(".")
     entry = workflow.nodes.get(node_id)
     if entry is None or entry.class_type not in registry:
         return None
-    spec = registry.get(entry.class_type).inputs.get(input_name)
-    return spec.type if spec is not None else None
+    return registry.get(entry.class_type).inputs.get(input_name)
 
 
 def apply_overrides(workflow: Workflow, overrides: Mapping[str, Any] | None,
@@ -76,7 +81,7 @@ def apply_overrides(workflow: Workflow, overrides: Mapping[str, Any] | None,
         if value is None:
             continue
         # Record the value used, so that the workflow saved with the results re-runs the same.
-        updated.parameters[name].default = _convert(value, _parameter_type(updated, parameter.targets, registry))
+        updated.parameters[name].default = _convert(value, _parameter_spec(updated, parameter.targets, registry))
         for target in parameter.targets:
             node_id, _, input_name = target.rpartition(".")
             assignments.append((node_id, input_name, value, f"parameter {name!r}"))
@@ -95,7 +100,7 @@ def apply_overrides(workflow: Workflow, overrides: Mapping[str, Any] | None,
             issues.append(Issue(code="bad_override", message=f"{origin}: there is no node {node_id!r}",
                                 hint=f"node ids are: {', '.join(list(updated.nodes)[:20])}"))
             continue
-        input_type = None
+        input_spec = None
         try:
             spec = registry.get(entry.class_type)
         except UnknownNodeType:
@@ -107,8 +112,7 @@ def apply_overrides(workflow: Workflow, overrides: Mapping[str, Any] | None,
                                     input=input_name, message=f"{origin}: {entry.class_type} has no input {input_name!r}",
                                     hint=f"its inputs are {', '.join(spec.inputs)}"))
                 continue
-            input_type = input_spec.type
-        converted = _convert(value, input_type)
+        converted = _convert(value, input_spec)
         entry.inputs[input_name] = {"__value__": converted} if isinstance(converted, list) else converted
     if issues:
         raise WorkflowError(issues)

@@ -49,3 +49,14 @@ def test_numbered_names_skip_taken(tmp_path):
     (tmp_path / "img_00007_.png").write_bytes(b"user file")
     third = write_new_file(tmp_path, "img", ".png", lambda h: h.write(b"3"))
     assert third.name == "img_00008_.png" and (tmp_path / "img_00007_.png").read_bytes() == b"user file"
+
+
+def test_files_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_bytes(tmp_path / "a.bin", b"x")
+        numbered = write_new_file(tmp_path, "img", ".png", lambda h: h.write(b"1"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert numbered.stat().st_mode & 0o777 == 0o644

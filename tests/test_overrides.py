@@ -55,3 +55,20 @@ def test_applied_values_are_recorded_in_parameters():
     assert updated.parameters["n"].default == 4
     again = apply_overrides(updated, {}, REGISTRY)
     assert again.nodes["2"].inputs["b"] == 4
+
+
+def test_choice_that_looks_like_a_number_stays_text():
+    from graphgen import Choice, Node, Output
+
+    class Pick(Node):
+        inputs = [Choice("precision", ["16-mixed", "32"]), Choice("n", [1, 2])]
+        outputs = [Output("STRING")]
+
+        def run(self, precision, n):
+            return precision
+
+    registry = make_registry()
+    registry.register(Pick, pack="t")
+    wf = load_workflow({"1": {"class_type": "Pick"}, "2": {"class_type": "Show", "inputs": {"text": ["1", 0]}}})
+    updated = apply_overrides(wf, parse_set_arguments(["1.precision=32", "1.n=2"]), registry)
+    assert updated.nodes["1"].inputs == {"precision": "32", "n": 2}

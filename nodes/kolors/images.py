@@ -13,15 +13,15 @@ followed by ``os.replace``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from graphgen.files import UnsafePathError, safe_folder, write_new_file
 
 __all__ = ["load_image", "read_png_text", "save_png", "tensor_to_pil"]
 
@@ -109,70 +109,6 @@ def _safe_parts(prefix: str) -> tuple[list[str], str]:
     return parts[:-1], parts[-1]
 
 
-def _inside(child: Path, root: Path) -> bool:
-    return child == root or root in child.parents
-
-
-def _make_folders(real_root: Path, sub: list[str], prefix: str) -> Path:
-    """Creates the sub-folders one by one, checking before each step that it stays inside the root.
-
-    Checking as we go (rather than after ``mkdir(parents=True)``) means a symlink pointing out of
-    the root is refused before anything is created through it.
-    """
-    current = real_root
-    for part in sub:
-        nxt = current / part
-        if not (nxt.is_symlink() or nxt.exists()):
-            with contextlib.suppress(FileExistsError):
-                nxt.mkdir()
-        resolved = nxt.resolve()
-        if not _inside(resolved, real_root):
-            raise ValueError(
-                f"file name prefix {prefix!r} leads outside the output folder {str(real_root)!r}"
-            )
-        if not resolved.is_dir():
-            raise ValueError(f"file name prefix {prefix!r}: {str(nxt)!r} is not a folder")
-        current = resolved
-    return current
-
-
-def _next_counter(folder: Path, base: str) -> int:
-    """One more than the highest ``<base>_NNNNN_.png`` in the folder (1 when none)."""
-    pattern = re.compile(re.escape(base) + r"_(\d+)_\.png$")
-    highest = 0
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            m = pattern.match(entry.name)
-            if m:
-                highest = max(highest, int(m.group(1)))
-    return highest + 1
-
-
-def _claim(tmp: Path, folder: Path, base: str) -> Path:
-    """Gives the finished temporary file a fresh numbered name without overwriting anything."""
-    counter = _next_counter(folder, base)
-    while counter <= _MAX_COUNTER:
-        target = folder / f"{base}_{counter:05d}_.png"
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            counter += 1
-            continue
-        except OSError:
-            # No hard links here (e.g. FAT, some network shares): reserve, then replace.
-            try:
-                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                counter += 1
-                continue
-            os.close(fd)
-            os.replace(tmp, target)
-            return target
-        os.unlink(tmp)
-        return target
-    raise ValueError(f"no free file name left for {base!r} in {str(folder)!r}")
-
-
 def save_png(
     image: torch.Tensor,
     out_dir: str | os.PathLike[str],
@@ -207,23 +143,12 @@ def save_png(
             raise ValueError(f"invalid PNG text key {key!r} (1-79 printable Latin-1 characters)")
         info.add_text(key, str(value))
 
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    real_root = root.resolve()
-    real_folder = _make_folders(real_root, sub, prefix)
-
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=real_folder)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            pil.save(fh, format="PNG", pnginfo=info, compress_level=compress_level)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        return _claim(tmp, real_folder, base)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        folder = safe_folder(out_dir, sub)
+    except UnsafePathError as exc:
+        raise ValueError(f"file name prefix {prefix!r}: {exc}") from None
+    return write_new_file(folder, base, ".png",
+                          lambda handle: pil.save(handle, format="PNG", pnginfo=info, compress_level=compress_level))
 
 
 def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -17,13 +17,14 @@ The final LoRA is built as the canonical ``lora_file.LoraWeights`` and written b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
+
+from graphgen.files import atomic_write_via_path
 
 from .convert import write_lora
 from .lora_file import LoraModule, LoraWeights
@@ -41,16 +42,7 @@ CHECKPOINT_VERSION = 1
 
 
 def _replace_from_tmp(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_via_path(path, write, overwrite=True)
 
 
 def atomic_torch_save(obj: Mapping[str, Any], path: Path) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,6 +39,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from graphgen.files import atomic_write_via_path
 
 from ..kolors.encode import encode_prompts
 from .dataset import (
@@ -198,10 +199,8 @@ def data_fingerprint(dataset: LoraDataset, spec: CacheSpec) -> str:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write_via_path(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata), overwrite=True)
 
 
 def _try_load(path: Path) -> dict[str, torch.Tensor] | None:

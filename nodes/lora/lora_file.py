@@ -16,13 +16,14 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from graphgen.files import atomic_write_via_path
 
 from .formats import LAYOUTS, KeyLayout, Part, detect_layout, parse_key
 
@@ -200,7 +201,7 @@ def save_state_dict(
     container: str = "safetensors",
     overwrite: bool = False,
 ) -> Path:
-    """Writes tensors atomically: a temp file in the same folder, then ``os.replace``.
+    """Writes tensors atomically (``graphgen.files``): a temp file in the same folder, then published.
 
     Args:
         state: tensors to write.
@@ -215,29 +216,22 @@ def save_state_dict(
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    if container not in ("safetensors", "pickle"):
+        raise ValueError(f"unknown container {container!r}")
+
+    def write(tmp: Path) -> None:
         if container == "safetensors":
             from safetensors.torch import save_file
 
-            save_file(tensors, tmp_name, metadata=dict(metadata or {}))
-        elif container == "pickle":
-            torch.save(tensors, tmp_name)
+            save_file(tensors, str(tmp), metadata=dict(metadata or {}))
         else:
-            raise ValueError(f"unknown container {container!r}")
-        with open(tmp_name, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+            torch.save(tensors, tmp)
+
+    try:
+        return atomic_write_via_path(path, write, overwrite=overwrite)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
 
 
 # --------------------------------------------------------------------------------------------
