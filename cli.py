@@ -54,6 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the JSON Schema of graphgen workflows")
     schema.set_defaults(handler=cmd_schema, debug=False)
 
+    demo = sub.add_parser("demo", help="train a LoRA on tiny models and render with it: the whole job on the CPU")
+    demo.add_argument("--dir", type=Path, default=Path("graphgen-demo"), help="demo folder (default: graphgen-demo)")
+    demo.add_argument("--json", action="store_true", help="JSON events instead of the live view")
+    demo.add_argument("--debug", action="store_true", help="show tracebacks")
+    demo.set_defaults(handler=cmd_demo)
+
+    lora = sub.add_parser("lora", help="LoRA tools")
+    lora_sub = lora.add_subparsers(dest="lora_command", metavar="COMMAND", required=True)
+    convert = lora_sub.add_parser("convert", help="convert a LoRA (DiffSynth .ckpt, peft, diffusers, kohya) "
+                                                  "to kohya, diffusers or peft safetensors")
+    convert.add_argument("source", type=Path, help="LoRA file in any supported format")
+    convert.add_argument("target", type=Path, help="the .safetensors file to write (never overwritten)")
+    convert.add_argument("--to", required=True, choices=["kohya", "diffusers", "peft"], help="output format")
+    convert.add_argument("--lora-alpha", type=float, default=None,
+                         help="alpha for files that store none (DiffSynth .ckpt: the training --lora_alpha)")
+    convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    convert.set_defaults(handler=cmd_lora_convert)
+
     tiny = sub.add_parser("tiny-models", help="write tiny random-weight Kolors models (tests, demos, benchmarks)")
     tiny.add_argument("directory", type=Path, help="where to write them (tutorial/, diffusers/, comfyui/ inside)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
@@ -137,8 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             console = _console()
             with RunView(console) as view:
                 result = engine.run(prepared, on_event=view, force=args.force)
-            types = {n: p.spec.type_name for n, p in prepared.nodes.items()}
-            print_summary(console, result, types, debug=args.debug)
+            print_summary(console, result, debug=args.debug)
     return {"success": EXIT_OK, "failed": EXIT_NODE_FAILED, "cancelled": EXIT_CANCELLED}[result.status]
 
 
@@ -196,6 +213,54 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from graphgen.workflow import json_schema
 
     print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from graphgen.console import JsonEventWriter, RunView, print_summary
+    from graphgen_nodes.lora.demo import DemoFolderError, run_demo
+
+    console = _console()
+    console.print(f"[bold]graphgen demo[/] in {args.dir}: tiny random-weight Kolors, a synthetic dataset, "
+                  "train a LoRA, render with and without it (CPU)")
+    try:
+        if args.json:
+            demo = run_demo(args.dir, on_event=JsonEventWriter())
+        else:
+            with RunView(console) as view:
+                demo = run_demo(args.dir, on_event=view)
+    except DemoFolderError as exc:
+        raise UsageError(str(exc)) from None
+    result = demo.result
+    if not args.json:
+        print_summary(console, result, debug=args.debug)
+        if result.ok:
+            console.print(f"  LoRA:        {demo.lora}")
+            console.print(f"  loss curve:  {demo.loss_curve}  (log: {demo.loss_log})")
+            for image in demo.images:
+                console.print(f"  image:       {image}")
+            console.print("Run it again: the LoRA is reused (same data and parameters), new images are numbered.")
+    return {"success": EXIT_OK, "failed": EXIT_NODE_FAILED, "cancelled": EXIT_CANCELLED}[result.status]
+
+
+def cmd_lora_convert(args: argparse.Namespace) -> int:
+    from graphgen_nodes.lora.convert import convert_lora
+    from graphgen_nodes.lora.lora_file import LoraError
+
+    if not args.source.is_file():
+        raise UsageError(f"{args.source}: no such LoRA file")
+    if args.target.exists():
+        raise UsageError(f"{args.target} exists; choose a new file name (nothing is overwritten)")
+    try:
+        written = convert_lora(args.source, args.target, to=args.to, lora_alpha=args.lora_alpha)
+    except (LoraError, ValueError) as exc:
+        print(f"graphgen: error: {args.source}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    from graphgen_nodes.lora.lora_file import read_lora
+
+    lora = read_lora(written)
+    _console().print(f"[green]wrote[/] {written} ({args.to}, {len(lora.modules)} modules, "
+                     f"rank {', '.join(str(r) for r in sorted(lora.ranks))})")
     return EXIT_OK
 
 

@@ -81,7 +81,7 @@ class RunView:
         self.console = console
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=True,
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
         )
         self._overall: TaskID | None = None
         self._steps: dict[str, TaskID] = {}
@@ -168,8 +168,9 @@ class RunView:
             self.progress.update(self._overall, description="done")
 
 
-def print_summary(console: Console, result: RunResult, node_types: dict[str, str], debug: bool = False) -> None:
+def print_summary(console: Console, result: RunResult, debug: bool = False) -> None:
     """Timings of the slowest nodes and the run's totals."""
+    node_types = result.node_types
     if result.timings and max(result.timings.values()) >= 0.05:
         table = Table(title="slowest nodes" if len(result.timings) > 10 else "timings", show_edge=False)
         table.add_column("node")

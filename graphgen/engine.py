@@ -77,14 +77,16 @@ class Engine:
     def prepare(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> PreparedWorkflow:
         """Load, apply overrides and validate; raises `WorkflowError` listing every problem.
 
-        Validations are memoized by content (an app re-running the same workflow pays for the
+        ComfyUI editor (UI) workflows, and PNGs carrying a workflow, are converted here with this
+        engine's node schemas. Validations are memoized by content (an app re-running the same workflow pays for the
         check once), unless a node's allowed values are computed at validation time.
         """
         key = self._prepare_key(workflow, overrides)
         if key is not None and key in self._prepared:
             self._prepared.move_to_end(key)
             return self._prepared[key]
-        prepared = validate(apply_overrides(load_workflow(workflow), overrides, self.registry), self.registry)
+        prepared = validate(apply_overrides(load_workflow(workflow, self.registry), overrides, self.registry),
+                            self.registry)
         if key is not None and not prepared.has_dynamic_choices:
             self._prepared[key] = prepared
             while len(self._prepared) > PREPARED_MEMO_SIZE:

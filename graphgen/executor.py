@@ -49,6 +49,7 @@ class RunResult:
         skipped: Nodes that did not run because something they depend on failed, with the reason.
         timings: Seconds each executed node took.
         warnings: Warnings nodes reported, by node id.
+        node_types: The type of each node the run needed.
         seconds: Wall time of the whole run.
     """
 
@@ -62,6 +63,7 @@ class RunResult:
     skipped: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    node_types: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -99,10 +101,9 @@ class Executor:
         order = execution_order(prepared, targets)
         forced = set(force)
         tainted: set[str] = set()
-        result = RunResult(run_id=run_id)
+        result = RunResult(run_id=run_id, node_types={n: prepared.nodes[n].spec.type_name for n in order})
         workflow_json = prepared.workflow_json()
-        emit(RunStarted(run_id=run_id, nodes=order,
-                        node_types={n: prepared.nodes[n].spec.type_name for n in order}))
+        emit(RunStarted(run_id=run_id, nodes=order, node_types=dict(result.node_types)))
 
         keys: dict[str, str] = {}
         values: dict[str, tuple[Any, ...]] = {}

@@ -11,6 +11,9 @@ Two JSON forms are read:
        "parameters": {"seed": {"targets": ["14.seed"], "default": 5, "description": ...}},
        "nodes": {"<id>": {"class_type": ..., "inputs": {...}}}}
 
+ComfyUI's editor (UI, litegraph) format is converted with the node schemas when a registry is given
+(`graphgen.comfy_ui`), and a PNG path or PNG bytes are read through `graphgen.png_workflow`.
+
 An input is a link when it is a list `[source_id, output]`, where `output` is an output index
 or an output name; anything else is a constant. A constant list is written `{"__value__": [...]}`.
 """
@@ -20,12 +23,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from graphgen.errors import Issue, WorkflowError
 
+if TYPE_CHECKING:
+    from graphgen.registry import NodeRegistry
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FORMAT_NAME = "graphgen"
 FORMAT_VERSION = 1
 MAX_NESTING = 64
@@ -132,8 +139,15 @@ def json_schema() -> dict[str, Any]:
 
 # -- loading ---------------------------------------------------------------------------------
 
-def load_workflow(source: str | Path | bytes | dict[str, Any] | Workflow) -> Workflow:
-    """Read a workflow from a path, JSON text/bytes, a parsed dict, or a `Workflow`.
+def load_workflow(source: str | Path | bytes | dict[str, Any] | Workflow,
+                  registry: NodeRegistry | None = None) -> Workflow:
+    """Read a workflow from a path (JSON or a PNG with an embedded workflow), JSON text/bytes,
+    PNG bytes, a parsed dict, or a `Workflow`.
+
+    Args:
+        source: The workflow.
+        registry: Node schemas, needed to convert ComfyUI editor (UI) workflows; without it a UI
+            workflow is refused with a clear error (`Engine.prepare` passes its registry).
 
     Raises:
         WorkflowError: with every problem found (malformed JSON, an unknown layout, bad fields).
@@ -145,11 +159,15 @@ def load_workflow(source: str | Path | bytes | dict[str, Any] | Workflow) -> Wor
         path = Path(source)
         origin = str(path)
         data = _read_json_file(path)
+    elif isinstance(source, bytes) and source[:8] == PNG_SIGNATURE:
+        from graphgen.png_workflow import workflow_from_png_bytes
+
+        data = workflow_from_png_bytes(source, "image")[1]
     elif isinstance(source, (str, bytes)):
         data = _parse_json(source, origin)
     else:
         data = source
-    return workflow_from_data(data, origin)
+    return workflow_from_data(data, origin, registry)
 
 
 def _read_json_file(path: Path) -> Any:
@@ -164,9 +182,10 @@ def _read_json_file(path: Path) -> Any:
     except OSError as exc:
         raise WorkflowError([Issue(code="file_unreadable", message=f"cannot read {str(path)!r}: {exc.strerror}",
                                    hint="check the file's permissions")]) from None
-    if raw[:8] == b"\x89PNG\r\n\x1a\n":
-        raise WorkflowError([Issue(code="invalid_json", message=f"{str(path)!r} is a PNG image, not a JSON workflow",
-                                   hint="running the workflow embedded in a PNG is not supported yet")])
+    if raw[:8] == PNG_SIGNATURE:
+        from graphgen.png_workflow import workflow_from_png_bytes
+
+        return workflow_from_png_bytes(raw, repr(str(path)))[1]
     return _parse_json(raw, str(path))
 
 
@@ -206,17 +225,27 @@ def detect_format(data: Any) -> str:
     return "unknown"
 
 
-def workflow_from_data(data: Any, origin: str = "workflow") -> Workflow:
-    """Build a `Workflow` from parsed JSON in any supported format."""
+def workflow_from_data(data: Any, origin: str = "workflow", registry: NodeRegistry | None = None) -> Workflow:
+    """Build a `Workflow` from parsed JSON in any supported format.
+
+    A ComfyUI editor (UI) workflow is converted with the node schemas of `registry`
+    (`graphgen.comfy_ui.ui_to_workflow`); without a registry it is refused.
+    """
     kind = detect_format(data)
     if kind == "unknown":
         raise WorkflowError([Issue(code="invalid_workflow", message=_unknown_layout_message(data, origin),
                                    hint='a workflow is an object {"<node id>": {"class_type": ..., "inputs": {...}}} '
                                         'or graphgen\'s {"format": "graphgen", "nodes": {...}}')])
     if kind == "ui":
+        if registry is not None:
+            from graphgen.comfy_ui import ui_to_workflow
+
+            return ui_to_workflow(data, registry)
         raise WorkflowError([Issue(code="unsupported_format",
-                                   message=f"{origin} is a ComfyUI editor (UI) workflow, which this version cannot run",
-                                   hint='export it from ComfyUI with "Export (API)" and run that file')])
+                                   message=f"{origin} is a ComfyUI editor (UI) workflow, which needs the node "
+                                           "schemas to be read",
+                                   hint="run it with `graphgen run` or `Engine.run` (they convert it), or convert "
+                                        "it once with `graphgen convert IN.json OUT.json`")])
     if kind == "api-wrapped":
         data = data["prompt"]
         kind = "api"

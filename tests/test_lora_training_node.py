@@ -1,0 +1,157 @@
+"""Training in a workflow: kolors_lora.json end to end, reuse from a new engine, resume after a cancel,
+conversions of the trained file, diffusers interop, `graphgen lora convert` and `graphgen demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cli
+from graphgen import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / "workflows" / "kolors_lora.json"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "lora_dataset_processed", count=6, size=64)
+
+
+def settings(tiny_models, dataset, **extra):
+    return {"kolors": str(tiny_models.tutorial_kolors), "vae": str(tiny_models.tutorial_fp16_vae),
+            "dataset": str(dataset), "precision": "fp32", "train_precision": "32", "train_height": 64,
+            "train_width": 64, "lora_rank": 4, "steps_per_epoch": 12, "learning_rate": 1e-3, "width": 64,
+            "height": 64, "steps": 4, "3.use_gradient_checkpointing": False, "3.save_every_n_steps": 4, **extra}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_models, dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train-out")
+    engine = Engine(output_dir=out)
+    result = engine.run(WORKFLOW, overrides=settings(tiny_models, dataset))
+    assert result.ok, result.failed
+    return out, engine, result
+
+
+def test_workflow_trains_applies_and_renders(trained):
+    out, _, result = trained
+    lora_path = Path(result.output("3", "lora_path"))
+    assert lora_path == out / "models" / "kolors_lora.safetensors" and lora_path.is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(lora_path), "pt") as handle:
+        meta = handle.metadata()
+    params = json.loads(meta["graphgen.training_params"])
+    assert params["lora_rank"] == 4 and params["steps_per_epoch"] == 12 and meta["graphgen.steps"] == "12"
+    assert (out / "models" / "kolors_lora.loss.csv").read_text().count("\n") == 13
+    assert (out / "models" / "kolors_lora.loss.png").stat().st_size > 1000
+    with_lora, base = result.output("9", "image"), result.output("10", "image")
+    assert (with_lora - base).abs().max() > 1e-3  # the trained LoRA changes the image
+    saved = [item["path"] for ui in result.ui.values() for item in ui.get("images", [])]
+    assert len(saved) == 2 and all(Path(p).is_file() for p in saved)
+
+
+def test_rerun_from_a_new_engine_does_not_retrain(trained, tiny_models, dataset):
+    out, _, result = trained
+    lora_path = Path(result.output("3", "lora_path"))
+    before = lora_path.stat().st_mtime_ns
+    again = Engine(output_dir=out).run(WORKFLOW, overrides=settings(tiny_models, dataset))
+    assert again.ok and "reused" in again.ui["3"]["text"][0]
+    assert lora_path.stat().st_mtime_ns == before
+    assert torch.equal(again.output("9", "image"), result.output("9", "image"))
+
+
+def test_cancel_then_resume_equals_uninterrupted(trained, tiny_models, dataset, tmp_path):
+    from graphgen_nodes.lora.lora_file import read_lora
+
+    _, _, reference = trained
+    engine = Engine(output_dir=tmp_path)
+
+    def cancel_at_step_6(event):
+        if event.kind == "node_progress" and event.node_id == "3" and event.value == 6:
+            engine.cancel()
+
+    first = engine.run(WORKFLOW, overrides=settings(tiny_models, dataset), on_event=cancel_at_step_6)
+    assert first.status == "cancelled"
+    assert (tmp_path / "models" / "kolors_lora.ckpt").is_file()
+    resumed = engine.run(WORKFLOW, overrides=settings(tiny_models, dataset))
+    assert resumed.ok and "resumed from step" in resumed.ui["3"]["text"][0]
+    ours = read_lora(resumed.output("3", "lora_path"))
+    assert ours.same_weights(read_lora(reference.output("3", "lora_path")))
+
+
+def test_trained_file_converts_and_round_trips(trained, tmp_path):
+    from graphgen_nodes.lora.convert import convert_lora
+    from graphgen_nodes.lora.lora_file import read_lora
+
+    _, _, result = trained
+    original = read_lora(result.output("3", "lora_path"))
+    assert original.ranks == {4} and {m.alpha for m in original.modules.values()} == {4.0}
+    for fmt in ("kohya", "diffusers", "peft"):
+        converted = read_lora(convert_lora(result.output("3", "lora_path"), tmp_path / f"{fmt}.safetensors", to=fmt))
+        assert converted.same_weights(original), fmt
+        again = read_lora(convert_lora(tmp_path / f"{fmt}.safetensors", tmp_path / f"{fmt}2.safetensors", to=fmt))
+        assert again.same_weights(original), fmt
+
+
+def test_diffusers_loads_trained_and_converted_files(trained, tiny_models, tmp_path):
+    """KolorsPipeline.load_lora_weights reads our file and renders what the graph rendered with it."""
+    from diffusers import KolorsPipeline
+
+    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.lora.convert import convert_lora
+
+    _, engine, result = trained
+    unet_ref, text, vae = result.output("1", "model"), result.output("1", "chatglm3_model"), result.output("2", "vae")
+    converted = convert_lora(result.output("3", "lora_path"), tmp_path / "diffusers.safetensors", to="diffusers")
+    overrides = json.loads(WORKFLOW.read_text())["parameters"]
+    for path in (Path(result.output("3", "lora_path")), converted):
+        from graphgen_nodes.kolors.loading import load_unet
+
+        pipe = KolorsPipeline(vae=vae.model, text_encoder=text.model, tokenizer=text.tokenizer,
+                              unet=load_unet(tiny_models.tutorial_kolors), scheduler=make_scheduler("euler"),
+                              force_zeros_for_empty_prompt=False)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name)
+        images = pipe(prompt=overrides["prompt"]["default"], negative_prompt=overrides["negative_prompt"]["default"],
+                      height=64, width=64, num_inference_steps=4, guidance_scale=4.0,
+                      generator=torch.Generator("cpu").manual_seed(0), output_type="np").images
+        assert np.abs(images - result.output("9", "image").numpy()).max() <= 1e-3, path.name
+    assert unet_ref.handle.model is not None
+
+
+def test_lora_convert_command(trained, tmp_path, capsys):
+    _, _, result = trained
+    source = result.output("3", "lora_path")
+    target = tmp_path / "kohya.safetensors"
+    assert cli.main(["lora", "convert", source, str(target), "--to", "kohya"]) == 0
+    assert "kohya" in capsys.readouterr().out and target.is_file()
+    assert cli.main(["lora", "convert", source, str(target), "--to", "kohya"]) == 2
+    assert "nothing is overwritten" in capsys.readouterr().err
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    assert cli.main(["lora", "convert", str(junk), str(tmp_path / "x.safetensors"), "--to", "peft"]) == 2
+    err = capsys.readouterr().err
+    assert "junk.safetensors" in err and "Traceback" not in err
+
+
+def test_demo_runs_and_refuses_foreign_folders(tmp_path, capsys):
+    from graphgen_nodes.lora.demo import run_demo
+
+    demo = run_demo(tmp_path / "demo", overrides={"steps_per_epoch": 4, "steps": 2})
+    assert demo.result.ok, demo.result.failed
+    assert demo.lora and demo.lora.is_file() and demo.loss_curve and demo.loss_curve.is_file()
+    assert len(demo.images) == 2
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("precious", encoding="utf-8")
+    assert cli.main(["demo", "--dir", str(foreign)]) == 2
+    assert "not a graphgen demo folder" in capsys.readouterr().err
+    assert (foreign / "thesis.txt").read_text(encoding="utf-8") == "precious"
