@@ -70,17 +70,18 @@ def run_pipeline(pipe: Any, size: int, steps: int, seed: int) -> Any:
 
 def child_peak_rss(models: Path, which: str, size: int, steps: int) -> float:
     """Peak RSS (MiB) of a fresh process that loads the models and runs 3 times with one of the two."""
+    here, out = str(Path(__file__).parent), tempfile.mkdtemp()
     code = (
-        "import sys, resource; sys.argv=['x']; sys.path.insert(0, %r)\n"
+        f"import sys, resource; sys.argv=['x']; sys.path.insert(0, {here!r})\n"
         "import kolors_inference as k; from pathlib import Path; from graphgen import Engine\n"
-        "e = Engine(output_dir=%r)\n"
-        "m = Path(%r)\n"
-        "if %r == 'graphgen':\n"
-        "    [e.run(k.workflow(m, %d, %d, s), outputs=['decode']) for s in range(3)]\n"
+        f"e = Engine(output_dir={out!r})\n"
+        f"m = Path({str(models)!r})\n"
+        f"if {which!r} == 'graphgen':\n"
+        f"    [e.run(k.workflow(m, {size}, {steps}, s), outputs=['decode']) for s in range(3)]\n"
         "else:\n"
-        "    p = k.pipeline_for(e, m); [k.run_pipeline(p, %d, %d, s) for s in range(3)]\n"
+        f"    p = k.pipeline_for(e, m); [k.run_pipeline(p, {size}, {steps}, s) for s in range(3)]\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    ) % (str(Path(__file__).parent), tempfile.mkdtemp(), str(models), which, size, steps, size, steps)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -216,7 +217,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
         b.add("PreviewImage", images=b.add("VAEDecode", id="decode", samples=sampled, vae=models["vae"], tiled="auto"))
         peaks: dict[str, float] = {}
 
-        def on_event(event: Any) -> None:
+        def on_event(event: Any, peaks: dict[str, float] = peaks) -> None:
             if event.kind == "node_started":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
