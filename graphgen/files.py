@@ -25,7 +25,7 @@ class UnsafePathError(ValueError):
     """A file name would leave the folder it must stay in."""
 
 
-def _relative_parts(relative: str) -> list[str]:
+def relative_parts(relative: str) -> list[str]:
     """Split a relative name into parts, refusing absolute paths, drive letters, `..` and NULs."""
     if not relative or not relative.strip():
         raise UnsafePathError("the file name is empty")
@@ -49,7 +49,7 @@ def safe_join(root: str | os.PathLike[str], relative: str) -> Path:
 
     Absolute paths, `..` parts and symbolic links pointing out of `root` are refused.
     """
-    parts = _relative_parts(relative)
+    parts = relative_parts(relative)
     base = Path(root).resolve()
     target = base.joinpath(*parts)
     if not _inside(target.resolve(), base):

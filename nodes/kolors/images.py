@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from graphgen.files import UnsafePathError, safe_folder, write_new_file
+from graphgen.files import UnsafePathError, relative_parts, safe_folder, write_new_file
 
 __all__ = ["load_image", "read_png_text", "save_png", "tensor_to_pil"]
 
@@ -96,14 +96,10 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 def _safe_parts(prefix: str) -> tuple[list[str], str]:
     """Splits a file-name prefix into sub-folders and a base name, refusing anything that escapes."""
-    if not prefix or "\x00" in prefix:
-        raise ValueError(f"invalid file name prefix {prefix!r}")
-    normalised = prefix.replace("\\", "/")
-    if normalised.startswith("/") or os.path.isabs(prefix) or re.match(r"^[A-Za-z]:", normalised):
-        raise ValueError(f"file name prefix must be relative, got {prefix!r}")
-    parts = [part for part in normalised.split("/") if part not in ("", ".")]
-    if any(part == ".." for part in parts):
-        raise ValueError(f"file name prefix may not contain '..': {prefix!r}")
+    try:
+        parts = relative_parts(prefix)
+    except UnsafePathError as exc:
+        raise ValueError(f"invalid file name prefix {prefix!r}: {exc}") from None
     if not parts:
         raise ValueError(f"invalid file name prefix {prefix!r}")
     return parts[:-1], parts[-1]

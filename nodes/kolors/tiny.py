@@ -26,6 +26,8 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionMode
 from diffusers.pipelines.kolors import ChatGLMModel, ChatGLMTokenizer
 from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig
 
+from .schedulers import KOLORS_SCHEDULER_CONFIG
+
 __all__ = [
     "KOLORS_CHATGLM_CONFIG",
     "KOLORS_SCHEDULER_CONFIG",
@@ -124,23 +126,6 @@ KOLORS_CHATGLM_CONFIG: dict[str, Any] = {
     "pad_token_id": 0,
 }
 
-#: Kolors' Euler scheduler (``Kwai-Kolors/Kolors-diffusers/scheduler/scheduler_config.json``).
-KOLORS_SCHEDULER_CONFIG: dict[str, Any] = {
-    "_class_name": "EulerDiscreteScheduler",
-    "beta_end": 0.014,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "interpolation_type": "linear",
-    "num_train_timesteps": 1100,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-    "trained_betas": None,
-    "use_karras_sigmas": False,
-}
 
 # --------------------------------------------------------------------------- tiny configs
 
