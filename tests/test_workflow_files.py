@@ -1,0 +1,75 @@
+"""The example workflows in workflows/ validate, and run from the command line on the tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_workflow_validates_and_documents_itself(path, capsys):
+    assert cli.main(["validate", str(path)]) == 0, capsys.readouterr().err
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["metadata"]["title"] and data["metadata"]["description"]
+    assert data["parameters"], "example workflows expose their paths and settings as parameters"
+
+
+def random_diffsynth_lora(unet, path: Path) -> Path:
+    from graphgen_nodes.lora.convert import write_lora
+    from graphgen_nodes.lora.lora_file import LoraModule, LoraWeights
+
+    generator = torch.Generator().manual_seed(5)
+    modules = {}
+    for name, module in unet.named_modules():
+        if name.endswith(("attn1.to_q", "attn1.to_v", "attn2.to_k")) and isinstance(module, torch.nn.Linear):
+            modules[name] = LoraModule(down=torch.randn(4, module.in_features, generator=generator) * 0.3,
+                                       up=torch.randn(module.out_features, 4, generator=generator) * 0.3, alpha=None)
+    return write_lora(LoraWeights(modules=modules), path, to="diffsynth")
+
+
+def run(capsys, *args: str) -> list[dict]:
+    code = cli.main(["run", *args, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err + out[-2000:]
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def saved_images(events: list[dict]) -> list[Path]:
+    return [Path(item["path"]) for e in events if e["event"] == "node_finished" and e["ui"]
+            for item in e["ui"].get("images", [])]
+
+
+SMALL = ["--set", "width=64", "--set", "height=64", "--set", "steps=3", "--set", "precision=fp32"]
+
+
+def test_txt2img_img2img_and_lora_compare_from_the_cli(tiny_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tiny_models.tutorial_models.parent)  # the workflows' default paths: models/...
+    out = ["--output-dir", str(tmp_path / "out"), "--input-dir", str(tmp_path / "in")]
+    txt = saved_images(run(capsys, str(ROOT / "workflows" / "kolors_txt2img.json"), *out, *SMALL))
+    assert len(txt) == 1 and Image.open(txt[0]).size == (64, 64)
+
+    (tmp_path / "in").mkdir()
+    Image.open(txt[0]).save(tmp_path / "in" / "start.png")
+    img = saved_images(run(capsys, str(ROOT / "workflows" / "kolors_img2img.json"), *out,
+                           "--set", "image=start.png", "--set", "denoise=0.5", "--set", "steps=4",
+                           "--set", "precision=fp32"))
+    assert len(img) == 1 and Image.open(img[0]).size == (64, 64)
+
+    from graphgen_nodes.kolors.loading import load_unet
+
+    lora = random_diffsynth_lora(load_unet(tiny_models.tutorial_kolors), tmp_path / "epoch=0-step=500.ckpt")
+    events = run(capsys, str(ROOT / "workflows" / "kolors_lora_compare.json"), *out, *SMALL, "--set", f"lora={lora}")
+    base, with_lora = sorted(saved_images(events))
+    assert "base" in base.name and "lora" in with_lora.name
+    assert Image.open(base).tobytes() != Image.open(with_lora).tobytes()
+    notes = [e for e in events if e["event"] == "node_finished" and e["node_id"] == "4"][0]["ui"]["lora"][0]
+    assert "modules at strength 1" in notes
