@@ -31,6 +31,7 @@ in the file, so it reproduces the image the file was saved with.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,8 +156,8 @@ def _parse_graph(graph: dict[str, Any], prefix: str, where: str,
                                 hint="the file is not a ComfyUI editor workflow, or it is damaged"))
             continue
         node_id = f"{prefix}{raw['id']}"
-        kind = raw.get("type") or raw.get("class_type")
-        if not isinstance(kind, str) or not kind:
+        node_type = raw.get("type") or raw.get("class_type")
+        if not isinstance(node_type, str) or not node_type:
             issues.append(Issue(code="invalid_workflow", node_id=node_id, message="the node has no type",
                                 hint="give the node a type, or delete it"))
             continue
@@ -172,9 +173,10 @@ def _parse_graph(graph: dict[str, Any], prefix: str, where: str,
                                  isinstance(widget.get("name"), str) else None))
         outputs = [str(o.get("type") or "*") if isinstance(o, dict) else "*" for o in raw.get("outputs") or []]
         mode = _int(raw.get("mode")) or 0
-        properties = raw.get("properties") if isinstance(raw.get("properties"), dict) else {}
+        found = raw.get("properties")
+        properties: dict[str, Any] = found if isinstance(found, dict) else {}
         title = raw.get("title") if isinstance(raw.get("title"), str) else None
-        nodes[node_id] = _UINode(id=node_id, type=kind, mode=mode, inputs=inputs, outputs=outputs,
+        nodes[node_id] = _UINode(id=node_id, type=node_type, mode=mode, inputs=inputs, outputs=outputs,
                                  widgets_values=raw.get("widgets_values"), title=title, properties=properties)
     return nodes, links
 
@@ -296,8 +298,9 @@ class _Resolver:
         """("link", node id, slot), ("value", value, None), or None (nothing feeds it)."""
         return self._follow(key, set())
 
-    def muted_source(self, key: str | None) -> _UINode | None:
-        """The muted node a link comes from (directly or through reroutes/bypasses), if any."""
+    def dead_end(self, key: str | None) -> tuple[_UINode, str] | None:
+        """Why a link gives nothing: the muted node it comes from, or the bypassed node with no
+        input to stand in for the output (directly or through reroutes and bypasses)."""
         seen: set[str] = set()
         while key is not None and key in self.links and key not in seen:
             seen.add(key)
@@ -306,12 +309,14 @@ class _Resolver:
             if node is None:
                 return None
             if node.mode == MODE_MUTED:
-                return node
+                return node, "muted"
             if node.type in REROUTE_TYPES:
                 key = node.inputs[0].link if node.inputs else None
             elif node.mode == MODE_BYPASSED:
                 through = self._bypass_input(node, link)
-                key = through.link if through else None
+                if through is None:
+                    return node, "bypassed"
+                key = through.link
             else:
                 return None
         return None
@@ -529,14 +534,20 @@ def ui_to_workflow(data: dict[str, Any], registry: NodeRegistry, *, keep_ui: boo
             linked.add(name)
             source = resolver.source(inp.link)
             if source is None:
-                muted = resolver.muted_source(inp.link)
+                dead = resolver.dead_end(inp.link)
                 input_spec = spec.inputs.get(name)
-                if muted is not None and input_spec is not None and not input_spec.optional and \
+                if dead is not None and input_spec is not None and not input_spec.optional and \
                         not (input_spec.has_default and input_spec.accepts_constant):
-                    issues.append(Issue(
-                        code="input_from_muted_node", node_id=node_id, node_type=node.type, input=name,
-                        message=f"input {name!r} comes from node {muted.id} ({muted.type}), which is muted",
-                        hint=f"unmute node {muted.id}, or mute node {node_id} too"))
+                    other, why = dead
+                    if why == "muted":
+                        message = f"input {name!r} comes from node {other.id} ({other.type}), which is muted"
+                        hint = f"unmute node {other.id}, or mute node {node_id} too"
+                    else:
+                        message = (f"input {name!r} comes from node {other.id} ({other.type}), which is bypassed "
+                                   f"and has no connected input of type {inp.type} to pass through")
+                        hint = f"un-bypass node {other.id}, or connect its {inp.type} input"
+                    issues.append(Issue(code=f"input_from_{why}_node", node_id=node_id, node_type=node.type,
+                                        input=name, message=message, hint=hint))
                 continue
             if source[0] == "link":
                 inputs[name] = [source[1], source[2]]
@@ -557,7 +568,7 @@ def ui_to_workflow(data: dict[str, Any], registry: NodeRegistry, *, keep_ui: boo
     if notes:
         metadata["notes"] = notes
     if keep_ui:
-        metadata["comfyui_workflow"] = data
+        metadata["comfyui_workflow"] = copy.deepcopy(data)
     try:
         return Workflow.model_validate({"nodes": converted, "metadata": metadata})
     except ValidationError as exc:  # e.g. an input name that is not a string

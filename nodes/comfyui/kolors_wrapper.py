@@ -113,7 +113,7 @@ def load_chatglm(node: Node, source: Path, precision: str) -> Any:
 
 
 def _text_encoder_folder(settings: EngineSettings | None) -> Path:
-    folder = kolors_folder(settings, KOLORS_REPO)
+    folder = kolors_folder(settings, KOLORS_REPO, "ChatGLM3 text encoder: the Kolors folder")
     if not (folder / "text_encoder").is_dir():
         raise MissingModelError(
             f"ChatGLM3 text encoder not found: expected {folder / 'text_encoder'} (config.json with .bin shards or "

@@ -99,7 +99,7 @@ def find_model(settings: EngineSettings | None, folder: str, name: str, what: st
     raise _missing(what, name, expected, settings, folder, extra)
 
 
-def kolors_folder(settings: EngineSettings | None, model: str) -> Path:
+def kolors_folder(settings: EngineSettings | None, model: str, what: str = "Kolors model") -> Path:
     """The Kolors folder kijai's loaders use for `model` (e.g. `Kwai-Kolors/Kolors` → `<models>/diffusers/Kolors`).
 
     Raises:
@@ -109,13 +109,13 @@ def kolors_folder(settings: EngineSettings | None, model: str) -> Path:
     if given.is_absolute():
         if given.is_dir():
             return given
-        raise _missing("Kolors model", model, [given], settings, "diffusers")
+        raise _missing(what, model, [given], settings, "diffusers")
     short = model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     if settings is None or settings.models_dir is None:
-        raise _missing("Kolors model", model, [Path("<models>") / "diffusers" / short], settings, "diffusers")
+        raise _missing(what, model, [Path("<models>") / "diffusers" / short], settings, "diffusers")
     root = settings.models_dir / "diffusers"
     expected = [root / short] + ([root / model] if short != model else [])
     for candidate in expected:
         if candidate.is_dir():
             return candidate
-    raise _missing("Kolors model", model, expected, settings, "diffusers")
+    raise _missing(what, model, expected, settings, "diffusers")
