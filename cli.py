@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="validate and run a workflow")
+    run = sub.add_parser("run", help="validate and run a workflow (JSON, ComfyUI UI/API, or a PNG that carries one)")
     _common(run)
     run.add_argument("--output-dir", type=Path, default=Path("output"), help="where outputs are written (default: output)")
     run.add_argument("--input-dir", type=Path, default=Path("input"), help="where input images are found (default: input)")
@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the JSON Schema of graphgen workflows")
     schema.set_defaults(handler=cmd_schema, debug=False)
+
+    conv = sub.add_parser("convert", help="convert a ComfyUI workflow (UI or API JSON, or a PNG) to graphgen's format")
+    conv.add_argument("source", type=Path, help="ComfyUI UI/API JSON, graphgen JSON, or a PNG with a workflow")
+    conv.add_argument("target", type=Path, help="the JSON file to write (never overwritten)")
+    conv.add_argument("--api", action="store_true", help="write ComfyUI's API format instead")
+    conv.add_argument("--keep-ui", action="store_true", help="keep the original UI JSON in the metadata")
+    conv.add_argument("--plugins", action="append", default=[], metavar="DIR", help="extra node packs")
+    conv.add_argument("--models-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    conv.add_argument("--json", action="store_true", help="machine-readable errors")
+    conv.add_argument("--debug", action="store_true", help="show tracebacks")
+    conv.set_defaults(handler=cmd_convert)
 
     demo = sub.add_parser("demo", help="train a LoRA on tiny models and render with it: the whole job on the CPU")
     demo.add_argument("--dir", type=Path, default=Path("graphgen-demo"), help="demo folder (default: graphgen-demo)")
@@ -213,6 +224,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from graphgen.workflow import json_schema
 
     print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from graphgen.comfy_ui import convert_file
+    from graphgen.errors import WorkflowError
+
+    engine = _engine(args)
+    try:
+        written = convert_file(args.source, args.target, engine.registry, api=args.api, keep_ui=args.keep_ui)
+    except WorkflowError as exc:
+        args.workflow = str(args.source)
+        return _invalid(args, exc)
+    _console().print(f"[green]wrote[/] {written} ({'ComfyUI API' if args.api else 'graphgen'} format)")
     return EXIT_OK
 
 

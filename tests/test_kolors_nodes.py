@@ -148,3 +148,28 @@ def test_missing_model_is_one_clear_error(engine, tmp_path):
     first_line, *looked = error.message.strip().splitlines()
     assert "nowhere" in first_line and "VAE" in first_line
     assert "looked for:" in looked[0] and any("nowhere" in line for line in looked[1:])
+
+
+def test_prompt_batches_and_choices():
+    from graphgen_nodes.kolors.sampling_nodes import split_prompts
+
+    assert split_prompts("a cat |\n a dog|") == ["a cat", "a dog"]
+    picked = split_prompts("a {red|blue|green} ball | {big|small} box")
+    assert picked == split_prompts("a {red|blue|green} ball | {big|small} box")  # reproducible
+    assert picked[0] in {"a red ball", "a blue ball", "a green ball"} and picked[1] in {"big box", "small box"}
+    assert split_prompts("") == [""]
+
+
+def test_png_chunks_carry_the_comfyui_graph_when_there_is_one():
+    import json
+
+    from graphgen_nodes.kolors.image_nodes import png_text_chunks
+
+    workflow = {"format": "graphgen", "metadata": {"comfyui_workflow": {"nodes": [], "links": []}, "title": "t"},
+                "nodes": {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+                          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}}
+    chunks = png_text_chunks(workflow, "2")
+    assert json.loads(chunks["workflow"]) == {"nodes": [], "links": []}
+    assert "comfyui_workflow" not in json.loads(chunks["graphgen_workflow"])["metadata"]
+    assert json.loads(chunks["parameters"]) == {"1": {"class_type": "LoadImage", "image": "a.png"}}
+    assert "workflow" not in png_text_chunks({**workflow, "metadata": {}}, "2")

@@ -109,18 +109,25 @@ def _ancestors(nodes: dict[str, Any], node_id: str) -> list[str]:
 def png_text_chunks(workflow: dict[str, Any], node_id: str) -> dict[str, str]:
     """What a saved PNG carries: the graphgen workflow, the API prompt, the generation parameters.
 
-    `parameters` lists the constant inputs of every node this image was made from.
+    `parameters` lists the constant inputs of every node this image was made from. A workflow
+    converted from ComfyUI's editor format also gets its original graph as the `workflow` chunk,
+    as ComfyUI's own PNGs do, so dropping the image into the editor restores it.
     """
     nodes = workflow.get("nodes", {})
     api = {nid: {"class_type": n.get("class_type"), "inputs": n.get("inputs", {})} for nid, n in nodes.items()}
     recipe = {nid: {"class_type": api[nid]["class_type"],
                     **{k: v for k, v in api[nid]["inputs"].items() if not isinstance(v, list)}}
               for nid in sorted(_ancestors(api, node_id)) if nid in api}
-    return {
-        "graphgen_workflow": json.dumps(workflow, ensure_ascii=False),
+    metadata = dict(workflow.get("metadata") or {})
+    ui = metadata.pop("comfyui_workflow", None)
+    chunks = {
+        "graphgen_workflow": json.dumps({**workflow, "metadata": metadata}, ensure_ascii=False),
         "prompt": json.dumps(api, ensure_ascii=False),
         "parameters": json.dumps(recipe, ensure_ascii=False),
     }
+    if ui:  # a workflow that came from ComfyUI's editor: the PNG reopens as that graph there
+        chunks["workflow"] = json.dumps(ui, ensure_ascii=False)
+    return chunks
 
 
 class SaveImage(Node):

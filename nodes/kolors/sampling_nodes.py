@@ -7,6 +7,8 @@ on the way out). An empty latent also carries `"noise_only": True`: sampling it 
 
 from __future__ import annotations
 
+import random
+import re
 from contextlib import nullcontext
 from typing import Any
 
@@ -19,9 +21,19 @@ MAX_SEED = 2**64 - 1
 DEFAULT_NEGATIVE = ""
 
 
+_CHOICE = re.compile(r"\{([^{}]*)\}")
+
+
 def split_prompts(text: str) -> list[str]:
-    """A bare `|` separates the prompts of a batch (kijai's KolorsTextEncode convention)."""
-    parts = [part.strip() for part in text.split("|")]
+    """Prompts of a batch: a bare `|` separates them; `{a|b|c}` picks one option.
+
+    kijai's KolorsTextEncode picks `{a|b}` options at random; here the pick is seeded by the
+    prompt text, so the same workflow always renders the same prompt (change the text, or list the
+    options with `|`, for variety).
+    """
+    rng = random.Random(text)
+    resolved = _CHOICE.sub(lambda m: rng.choice(m.group(1).split("|")), text)
+    parts = [part.strip() for part in resolved.split("|")]
     return [part for part in parts if part] or [""]
 
 
