@@ -101,7 +101,7 @@ class Engine:
         elif isinstance(workflow, (str, Path)) and not str(workflow).lstrip().startswith(("{", "[")):
             try:
                 stat = os.stat(workflow)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL in the name
                 return None
             content = (os.path.abspath(workflow), stat.st_size, stat.st_mtime_ns)
         elif isinstance(workflow, (str, bytes)):

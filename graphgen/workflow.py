@@ -171,6 +171,9 @@ def load_workflow(source: str | Path | bytes | dict[str, Any] | Workflow,
 
 
 def _read_json_file(path: Path) -> Any:
+    if "\x00" in str(path):
+        raise WorkflowError([Issue(code="file_not_found", message=f"{str(path)!r} is not a valid file name "
+                                   "(it contains a NUL character)", hint="give the path of a .json workflow")])
     if not path.exists():
         raise WorkflowError([Issue(code="file_not_found", message=f"workflow file {str(path)!r} does not exist",
                                    hint="check the path")])

@@ -77,3 +77,15 @@ def test_schema_describes_format():
     assert schema["properties"]["format"]["const"] == "graphgen" or "graphgen" in json.dumps(schema["properties"]["format"])
     assert "NodeEntry" in json.dumps(schema)
     assert "_meta" in json.dumps(schema)
+
+
+def test_names_with_nul_are_workflow_errors():
+    """Found by the fuzzer: os.stat raises ValueError, not OSError, for a NUL in a path."""
+    from engine_nodes import make_registry
+
+    from graphgen import Engine
+
+    with pytest.raises(WorkflowError, match="NUL"):
+        load_workflow("\x00")
+    with pytest.raises(WorkflowError):
+        Engine(registry=make_registry()).prepare("wf\x00.json")
