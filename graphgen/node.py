@@ -20,7 +20,7 @@ folders and shared resources.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -124,19 +124,20 @@ class Node:
 
     ctx: NodeContext
 
-    def run(self, **inputs: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__}.run is not implemented")
-
-    @classmethod
-    def fingerprint(cls, **constants: Any) -> Hashable | None:
-        """Describe outside state the node reads (e.g. a file's size and mtime).
-
-        Receives the node's constant inputs (and the engine's `EngineSettings` as `settings`, if
-        the method declares that parameter). The value is folded into the cache key, so the node
-        re-runs when it changes. None (the default) means there is no outside state; returning
-        `graphgen.spec.ALWAYS_RERUN` re-runs the node every time.
-        """
-        return None
+    # Subclasses define these two with their own parameters (typed as loose callables here so
+    # that a subclass's `run(self, text: str, times: int)` is a valid override):
+    #
+    #   def run(self, **inputs) -> Any
+    #       Receives the inputs as keyword arguments; returns the outputs.
+    #
+    #   @classmethod
+    #   def fingerprint(cls, **constants) -> Hashable | None
+    #       Describe outside state the node reads (e.g. a file's size and mtime). Receives the
+    #       node's constant inputs (and the engine's `EngineSettings` as `settings`, if it declares
+    #       that parameter). The value is folded into the cache key, so the node re-runs when it
+    #       changes; returning `graphgen.spec.ALWAYS_RERUN` re-runs the node every time.
+    run: Callable[..., Any]
+    fingerprint: Callable[..., Hashable | None]
 
     @classmethod
     def spec(cls) -> NodeSpec:
@@ -149,14 +150,17 @@ class Node:
             inputs[item.name] = item
         outputs = [OutputSpec(type=o.type, name=o.name or o.type.lower(), description=o.description)
                    for o in cls.outputs]
+        if not callable(getattr(cls, "run", None)):
+            raise TypeError(f"node class {cls.__name__} defines no run() method")
         fingerprint = None
-        if cls.fingerprint.__func__ is not Node.fingerprint.__func__:  # type: ignore[attr-defined]
-            wants_settings = "settings" in inspect.signature(cls.fingerprint).parameters
+        declared = getattr(cls, "fingerprint", None)
+        if callable(declared):
+            wants_settings = "settings" in inspect.signature(declared).parameters
 
             def fingerprint(constants: dict[str, Any], settings: Any = None) -> Hashable | None:
                 if wants_settings:
-                    return cls.fingerprint(**constants, settings=settings)
-                return cls.fingerprint(**constants)
+                    return declared(**constants, settings=settings)
+                return declared(**constants)
         return NodeSpec(
             type_name=name,
             inputs=inputs,

@@ -91,7 +91,7 @@ class Workflow(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    format: Literal["graphgen"] = FORMAT_NAME
+    format: Literal["graphgen"] = "graphgen"
     version: int = Field(default=FORMAT_VERSION, ge=1, le=FORMAT_VERSION)
     metadata: dict[str, Any] = Field(default_factory=dict)
     parameters: dict[str, Parameter] = Field(default_factory=dict)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ class ModelHandle:
         """Bytes of the model's parameters (what the resource cache budgets)."""
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
-    def use(self) -> Iterator[Any]:
+    def use(self) -> AbstractContextManager[Any]:
         """Context manager: the model on its compute device (moved back after, if `offload`)."""
         return _on_device(self)
 

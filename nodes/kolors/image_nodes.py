@@ -29,7 +29,7 @@ class VAEDecode(Node):
 
         with vae.use() as model:
             scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
-            result = decode(model, scaled, tiled={"auto": "auto", "on": True, "off": False}[tiled])
+            result = decode(model, scaled, tiled="auto" if tiled == "auto" else tiled == "on")
         for warning in result.warnings:
             self.ctx.warn(warning)
         return result.images.cpu()
