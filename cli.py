@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--debug", action="store_true", help="show tracebacks")
     convert.set_defaults(handler=cmd_lora_convert)
 
+    from graphgen.server.command import add_serve_parser
+
+    add_serve_parser(sub)
+
     tiny = sub.add_parser("tiny-models", help="write tiny random-weight Kolors models (tests, demos, benchmarks)")
     tiny.add_argument("directory", type=Path, help="where to write them (tutorial/, diffusers/, comfyui/ inside)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")

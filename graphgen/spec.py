@@ -265,6 +265,9 @@ def coerce_constant(spec: InputSpec, value: Any) -> Any:
         return _check_choice(spec, value)
     if INT in types and isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ConstantError("invalid_constant_type", f"expects a whole number, got {value!r}",
+                                    "give a finite integer")
             if not value.is_integer():
                 raise ConstantError("invalid_constant_type", f"expects a whole number, got {value!r}",
                                     f"use an integer such as {int(value)}")

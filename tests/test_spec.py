@@ -110,3 +110,10 @@ def test_classic_spec_reads_comfyui_declarations():
     assert spec.inputs["mask"].optional and spec.inputs["uid"].hidden
     assert spec.inputs["text"].description == "prompt" and spec.inputs["text"].multiline
     assert spec.outputs[0].name == "samples" and spec.description == "Samples."
+
+
+def test_infinite_and_nan_are_constant_errors():
+    """JSON readers accept Infinity/NaN: they must be validation errors, not crashes."""
+    for value in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ConstantError):
+            coerce_constant(Int("n"), value)

@@ -1,0 +1,174 @@
+"""`/api/object_info`: ComfyUI's node definitions, generated from graphgen's node specs.
+
+Every registered node type (built-in, installed pack or plugin folder) is described in the shape
+ComfyUI's editor reads: `input` (`required` / `optional` / `hidden`), `input_order`, `output`,
+`output_name`, `output_is_list`, `category`, `output_node`... Widget inputs use ComfyUI's forms:
+`["INT", {"default", "min", "max", "step"}]`, a list of values for a combo, `["STRING",
+{"multiline": true}]`; link inputs are their type name (`["LATENT"]`).
+
+Which inputs become widgets is decided by `is_widget`, which the template converter
+(`graphgen.server.templates`) shares, so that `widgets_values` line up with the editor's widgets.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from graphgen.spec import BOOLEAN, COMBO, FLOAT, INT, STRING, InputSpec, NodeSpec, split_types
+
+WIDGET_TYPES = frozenset({INT, FLOAT, STRING, BOOLEAN})
+SEED_NAMES = frozenset({"seed", "noise_seed"})
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def is_widget(spec: InputSpec) -> bool:
+    """Whether the editor shows this input as a widget (a value on the node) rather than a socket."""
+    if spec.hidden or spec.force_link:
+        return False
+    if spec.choices is not None or spec.type == COMBO:
+        return True
+    return spec.type in WIDGET_TYPES
+
+
+def is_seed(spec: InputSpec) -> bool:
+    """An INT seed input: the editor adds its `control_after_generate` widget after it."""
+    return spec.type == INT and (spec.name in SEED_NAMES or spec.name.endswith("seed"))
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return _number(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def input_definition(spec: InputSpec, choices_override: list[Any] | None = None) -> list[Any]:
+    """One input in ComfyUI's form: `[TYPE or [choices], {options}]`."""
+    options: dict[str, Any] = {}
+    if spec.description:
+        options["tooltip"] = spec.description
+    if spec.has_default:
+        options["default"] = _json_value(spec.default)
+    if not is_widget(spec):
+        if spec.force_link and any(t in WIDGET_TYPES or t == COMBO for t in split_types(spec.type)):
+            options["forceInput"] = True
+        return [spec.type, options] if options else [spec.type]
+    if spec.choices is not None or spec.type == COMBO:
+        choices = choices_override
+        if choices is None:
+            try:
+                choices = spec.resolve_choices() or []
+            except Exception:  # a broken choices source must not hide the node
+                choices = []
+        values = [_json_value(c) for c in choices]
+        if "default" in options and options["default"] not in values and values:
+            options["default"] = values[0]
+        return [values, options]
+    for key in ("min", "max", "step"):
+        value = getattr(spec, key)
+        if value is not None and math.isfinite(value):
+            options[key] = int(value) if spec.type == INT else float(value)
+    if spec.type == INT:
+        options.setdefault("step", 1)
+        if is_seed(spec):
+            options["control_after_generate"] = True
+    elif spec.type == FLOAT:
+        options.setdefault("step", 0.01)
+        options.setdefault("round", False)
+    elif spec.type == STRING:
+        options["multiline"] = bool(spec.multiline)
+        options.setdefault("default", "")
+    return [spec.type, options]
+
+
+def ordered_inputs(spec: NodeSpec) -> tuple[list[InputSpec], list[InputSpec]]:
+    """Required then optional visible inputs, each in declaration order (the editor's order)."""
+    visible = [i for i in spec.inputs.values() if not i.hidden]
+    return [i for i in visible if not i.optional], [i for i in visible if i.optional]
+
+
+def _input_files(input_dir: Path) -> list[str]:
+    names: list[str] = []
+    try:
+        for path in sorted(input_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not any(
+                    part.startswith(".") for part in path.relative_to(input_dir).parts):
+                names.append(path.relative_to(input_dir).as_posix())
+                if len(names) >= 5000:
+                    break
+    except OSError:
+        pass
+    return names
+
+
+def _module_part(pack: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in pack)
+
+
+def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, Any]:
+    """One node type as `/api/object_info` describes it."""
+    required, optional = ordered_inputs(spec)
+    sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
+    image_loader = spec.type_name == "LoadImage" and "image" in spec.inputs
+    for section, inputs in (("required", required), ("optional", optional)):
+        for item in inputs:
+            if image_loader and item.name == "upload":
+                continue  # the editor's upload button comes from `image_upload` below
+            if image_loader and item.name == "image" and item.type == STRING and input_dir is not None:
+                files = _input_files(input_dir)
+                sections[section][item.name] = [files, {"image_upload": True,
+                                                        **({"tooltip": item.description} if item.description else {})}]
+                continue
+            sections[section][item.name] = input_definition(item)
+    hidden = {i.name: i.type for i in spec.inputs.values() if i.hidden}
+    input_section: dict[str, Any] = {"required": sections["required"]}
+    if sections["optional"]:
+        input_section["optional"] = sections["optional"]
+    if hidden:
+        input_section["hidden"] = hidden
+    order: dict[str, list[str]] = {"required": list(sections["required"])}
+    if sections["optional"]:
+        order["optional"] = list(sections["optional"])
+    return {
+        "input": input_section,
+        "input_order": order,
+        "output": [o.type for o in spec.outputs],
+        "output_is_list": [False for _ in spec.outputs],
+        "output_name": [o.name or o.type for o in spec.outputs],
+        "output_tooltips": [o.description for o in spec.outputs],
+        "name": spec.type_name,
+        "display_name": spec.display_name or spec.type_name,
+        "description": inspect.cleandoc(spec.description or ""),
+        # the editor badges nodes by `custom_nodes.<pack>`: ours read "graphgen-kolors", "graphgen-lora"...
+        "python_module": "custom_nodes.graphgen" + (f"-{_module_part(spec.pack)}" if spec.pack else ""),
+        "category": spec.category or "misc",
+        "output_node": bool(spec.output_node),
+        "deprecated": False,
+        "experimental": False,
+    }
+
+
+def object_info(specs: dict[str, NodeSpec], input_dir: Path | None = None,
+                on_error: Callable[[str, Exception], None] | None = None) -> dict[str, Any]:
+    """Every node type, by name. A node whose description fails is left out (and reported)."""
+    out: dict[str, Any] = {}
+    for name in sorted(specs):
+        try:
+            out[name] = node_definition(specs[name], input_dir)
+        except Exception as exc:  # one broken plugin node must not break the editor
+            if on_error is not None:
+                on_error(name, exc)
+    return out
