@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", type=Path, default=Path("output"), help="where outputs are written (default: output)")
     run.add_argument("--input-dir", type=Path, default=Path("input"), help="where input images are found (default: input)")
     run.add_argument("--force", action="append", default=[], metavar="NODE", help="re-run this node even if cached")
+    from graphgen.batch.command import add_batch_arguments
+
+    add_batch_arguments(run)
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
@@ -152,8 +155,12 @@ def _invalid(args: argparse.Namespace, exc: Any) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from graphgen.batch.command import batch_requested, run_batch_command
     from graphgen.console import JsonEventWriter, RunView, print_summary
     from graphgen.errors import WorkflowError
+
+    if batch_requested(args):
+        return run_batch_command(args, lambda **settings: _engine(args, **settings))
 
     engine = _engine(args, output_dir=args.output_dir, input_dir=args.input_dir)
     try:
