@@ -110,13 +110,15 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
         theirs.append(t2 - t1)
     ratio = statistics.median(ours) / statistics.median(theirs)
 
-    seed_runs, sampler_times = [], []
+    seed_runs, sampler_times, node_times = [], [], []
     for round_ in range(args.rounds):
         result = engine.run(workflow(models, args.size, args.steps, 5000 + round_), outputs=["decode"])
         assert set(result.executed) == {"sample", "decode"}, result.executed
         seed_runs.append(result.seconds)
         sampler_times.append(result.timings["sample"])
+        node_times.append(sum(result.timings.values()))
     rerun_ratio = statistics.median(seed_runs) / statistics.median(sampler_times)
+    overhead_ratio = statistics.median(seed_runs) / statistics.median(node_times)
 
     rss_ours = child_peak_rss(models, "graphgen", args.size, args.steps)
     rss_theirs = child_peak_rss(models, "pipeline", args.size, args.steps)
@@ -126,7 +128,10 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
     print(f"  time ratio graphgen / pipeline: {ratio:.3f}  (target <= 1.05)")
     print(f"  peak RSS graphgen {rss_ours:.0f} MiB, pipeline {rss_theirs:.0f} MiB, ratio {rss_ours / rss_theirs:.3f}")
     print(f"  new-seed re-run {statistics.median(seed_runs) * 1000:.1f} ms vs sampler alone "
-          f"{statistics.median(sampler_times) * 1000:.1f} ms: ratio {rerun_ratio:.3f}  (target <= 1.1)")
+          f"{statistics.median(sampler_times) * 1000:.1f} ms: ratio {rerun_ratio:.3f}  (target <= 1.1; the re-run "
+          f"also decodes)")
+    print(f"  new-seed re-run vs the work of the two nodes that re-ran (sampler + VAE decode): "
+          f"ratio {overhead_ratio:.3f}  (engine overhead)")
 
 
 # -- GPU, full size ----------------------------------------------------------------------------
