@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     missing = [n for n in args.force if n not in prepared.nodes]
     if missing:
         raise UsageError(f"--force {missing[0]}: the workflow has no node {missing[0]!r}")
-    with _cancel_on_interrupt(engine.cancel):
+    from graphgen.interrupts import StopOnInterrupt
+
+    with StopOnInterrupt(engine.cancel, "cancelling at the next step"):
         if args.json:
             result = engine.run(prepared, on_event=JsonEventWriter(), force=args.force)
         else:
@@ -312,33 +313,6 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
     console.print(f"  diffusers layout: {paths.diffusers_root}")
     console.print(f"  ComfyUI layout:   {paths.comfyui_models}  (use with --models-dir)")
     return EXIT_OK
-
-
-class _cancel_on_interrupt:  # noqa: N801 - used as a context manager
-    """First Ctrl-C asks the engine to stop cleanly; a second one aborts at once."""
-
-    def __init__(self, cancel: Callable[[], None]) -> None:
-        self.cancel = cancel
-        self.previous: Any = None
-        self.hits = 0
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.hits += 1
-        if self.hits > 1:
-            raise KeyboardInterrupt
-        print("\ncancelling at the next step (Ctrl-C again to abort)", file=sys.stderr)
-        self.cancel()
-
-    def __enter__(self) -> _cancel_on_interrupt:
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not in the main thread
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

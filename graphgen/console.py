@@ -72,10 +72,10 @@ class JsonEventWriter:
         self.stream.flush()
 
 
-class RunView:
-    """A live view of a run: overall progress, a bar for nodes that report steps, node lines.
+class EventView:
+    """Base of the live views: a rich progress display, used as a context manager and as `on_event`.
 
-    Use as a context manager and pass the instance as `on_event`.
+    Subclasses handle an event kind `k` with a method `_on_k`.
     """
 
     def __init__(self, console: Console) -> None:
@@ -84,23 +84,33 @@ class RunView:
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
         )
-        self._overall: TaskID | None = None
-        self._steps: dict[str, TaskID] = {}
-        self._types: dict[str, str] = {}
-        self._detail = True
-        self._done = 0
 
-    def __enter__(self) -> RunView:
+    def __enter__(self) -> EventView:
         self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: Any) -> None:
         handler = getattr(self, f"_on_{event.kind}", None)
         if handler:
             handler(event)
+
+
+class RunView(EventView):
+    """A live view of a run: overall progress, a bar for nodes that report steps, node lines.
+
+    Use as a context manager and pass the instance as `on_event`.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self._overall: TaskID | None = None
+        self._steps: dict[str, TaskID] = {}
+        self._types: dict[str, str] = {}
+        self._detail = True
+        self._done = 0
 
     def _advance(self) -> None:
         self._done += 1

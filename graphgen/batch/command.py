@@ -9,12 +9,13 @@ or unreachable, outputs in the way, every job invalid), 130 cancelled.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from graphgen.interrupts import StopOnInterrupt
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -89,8 +90,13 @@ def run_batch_command(args: argparse.Namespace, engine_factory: Callable[..., An
         return _error(str(exc))
 
     stop = threading.Event()
+
+    def stop_batch() -> None:
+        stop.set()
+        executor.cancel()
+
     try:
-        with _stop_on_interrupt(stop, executor):
+        with StopOnInterrupt(stop_batch, "stopping: no new jobs; --resume later finishes the batch"):
             if args.json:
                 from graphgen.console import JsonEventWriter
 
@@ -121,30 +127,3 @@ def _run(run_batch: Callable[..., Any], args: argparse.Namespace, spec: Any, exe
                      force=getattr(args, "force", []) or [], on_event=on_event, stop=stop)
 
 
-class _stop_on_interrupt:  # noqa: N801 - a context manager
-    """First Ctrl-C: hand out no more jobs (a local job stops at its next step); a second aborts."""
-
-    def __init__(self, stop: threading.Event, executor: Any) -> None:
-        self.stop = stop
-        self.executor = executor
-        self.previous: Any = None
-        self.hits = 0
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.hits += 1
-        if self.hits > 1:
-            raise KeyboardInterrupt
-        print("\nstopping: no new jobs; --resume later finishes the batch (Ctrl-C again to abort)", file=sys.stderr)
-        self.stop.set()
-        self.executor.cancel()
-
-    def __enter__(self) -> _stop_on_interrupt:
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not in the main thread
-            self.previous = None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)

@@ -8,14 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -30,17 +23,14 @@ from graphgen.batch.events import (
     WorkerRestarted,
 )
 from graphgen.batch.spec import describe_values
-from graphgen.events import Event
+from graphgen.console import EventView
 
 
-class BatchView:
+class BatchView(EventView):
     """Use as a context manager and pass the instance as `on_event` of `run_batch`."""
 
     def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
-                                 transient=True)
+        super().__init__(console)
         self._overall: TaskID | None = None
         self._workers: dict[str, TaskID] = {}
         self._done: dict[str, int] = {}
@@ -51,18 +41,6 @@ class BatchView:
         self._values: dict[str, dict[str, Any]] = {}
         self._finished = 0
         self._started = time.perf_counter()
-
-    def __enter__(self) -> BatchView:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-    def __call__(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event.kind}", None)
-        if handler:
-            handler(event)
 
     def _on_batch_started(self, event: BatchStarted) -> None:
         note = f", {event.done_before} done before" if event.done_before else ""
