@@ -279,13 +279,16 @@ def test_resume_after_kill_or_cancel_equals_uninterrupted(
     got_c = load_file(resumed_c.lora_path)
     assert all(torch.equal(got_c[k], expected[k]) for k in expected)
 
-    # a kept final checkpoint extends a finished run: 4 steps, then 8, equals 8 in one go
+    # a kept final checkpoint extends a finished run: 4 steps, then 8, equals 8 in one go; the
+    # 4-step LoRA is kept, the 8-step one gets the next free name
     cfg_d = _config(tmp_path / "d", steps_per_epoch=4, keep_checkpoint=True)
-    trainer.train_lora(cfg_d, unet, data=flip_data, base_model_id="tiny")
+    short = trainer.train_lora(cfg_d, unet, data=flip_data, base_model_id="tiny")
+    short_bytes = short.lora_path.read_bytes()
     extended = trainer.train_lora(
         dataclasses.replace(cfg_d, steps_per_epoch=8), unet, data=flip_data, base_model_id="tiny"
     )
     assert extended.resumed_from == 4
+    assert extended.lora_path != short.lora_path and short.lora_path.read_bytes() == short_bytes
     got_d = load_file(extended.lora_path)
     assert all(torch.equal(got_d[k], expected[k]) for k in expected)
 
@@ -298,7 +301,10 @@ def test_resume_after_kill_or_cancel_equals_uninterrupted(
     changed = trainer.train_lora(
         dataclasses.replace(other, learning_rate=3e-3), unet, data=flip_data, base_model_id="tiny"
     )
-    assert changed.resumed_from == 0 and any("different run" in w for w in changed.warnings)
+    # the other run's checkpoint is neither resumed nor replaced: the new run takes a new name
+    assert changed.resumed_from == 0
+    assert len({changed.lora_path, resumed_c.lora_path}) == 2 and resumed_c.lora_path.is_file()
+    assert len(list(changed.lora_path.parent.glob("*.ckpt"))) == 1  # the cancelled run's, kept
 
 
 def test_base_unet_untouched_and_lora_loads_in_diffusers(

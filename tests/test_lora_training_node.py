@@ -155,3 +155,21 @@ def test_demo_runs_and_refuses_foreign_folders(tmp_path, capsys):
     assert cli.main(["demo", "--dir", str(foreign)]) == 2
     assert "not a graphgen demo folder" in capsys.readouterr().err
     assert (foreign / "thesis.txt").read_text(encoding="utf-8") == "precious"
+
+
+def test_training_other_data_never_replaces_an_earlier_lora(trained, tiny_models, dataset, tmp_path):
+    """Reviewer's repro: a second run with another dataset and the default output_name."""
+    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+
+    out, _, first = trained
+    first_path = Path(first.output("3", "lora_path"))
+    before = first_path.read_bytes()
+    other = write_synthetic_dataset(tmp_path / "other", count=4, size=64, seed=9)
+    second = Engine(output_dir=out).run(WORKFLOW, overrides=settings(tiny_models, other))
+    assert second.ok, second.failed
+    second_path = Path(second.output("3", "lora_path"))
+    assert second_path != first_path and second_path.name == "kolors_lora_00002.safetensors"
+    assert first_path.read_bytes() == before
+    assert (out / "models" / "kolors_lora.loss.csv").is_file() and (out / "models" / "kolors_lora_00002.loss.csv").is_file()
+    again = Engine(output_dir=out).run(WORKFLOW, overrides=settings(tiny_models, other))
+    assert "reused" in again.ui["3"]["text"][0] and Path(again.output("3", "lora_path")) == second_path

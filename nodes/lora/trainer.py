@@ -31,6 +31,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,6 +64,7 @@ __all__ = [
     "TrainError",
     "TrainResult",
     "TrainingCancelled",
+    "choose_output",
     "find_existing",
     "kolors_alphas_cumprod",
     "run_key",
@@ -157,6 +159,47 @@ def _metadata(
     }
 
 
+def _checkpoint_key(path: Path) -> str | None:
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError:
+        return "<unreadable>"
+    return None if ckpt is None else str(ckpt.get("run_key"))
+
+
+def choose_output(config: TrainConfig, fps: Fingerprints) -> tuple[TrainConfig, Path | None, Path | None]:
+    """Where this run writes, never replacing another run's LoRA or checkpoint.
+
+    Tries `output_name`, then `output_name_00002`, ... and takes the first name whose files are
+    either absent or this run's own: a finished LoRA with this run's key is reused (when
+    `reuse_existing`), a checkpoint with this run's key is resumed. A LoRA or checkpoint of a
+    different run (other data or parameters) keeps its name and files. A checkpoint that extends a
+    kept, shorter run of the same settings is resumed even though the new LoRA gets a new name.
+
+    Returns:
+        `(config with the chosen output_name, LoRA to reuse or None, checkpoint to resume or None)`.
+    """
+    ckpt_key = run_key(config, fps, with_length=False)
+    resumable: Path | None = None
+    for index in range(1, 10_000):
+        name = config.output_name if index == 1 else f"{config.output_name}_{index:05d}"
+        candidate = dataclasses.replace(config, output_name=name)
+        paths = candidate.paths()
+        if config.reuse_existing and (hit := find_existing(candidate, fps)) is not None:
+            return candidate, hit, None
+        ckpt_owner = _checkpoint_key(paths["checkpoint"]) if paths["checkpoint"].exists() else None
+        if ckpt_owner == ckpt_key:
+            if not paths["lora"].exists():
+                return candidate, None, paths["checkpoint"]  # this run, interrupted: resume in place
+            if resumable is None:
+                resumable = paths["checkpoint"]  # a kept checkpoint of a shorter run: extend it
+        lora_taken = paths["lora"].exists() or paths["csv"].exists()
+        ckpt_taken = ckpt_owner is not None and ckpt_owner != ckpt_key
+        if not lora_taken and not ckpt_taken:
+            return candidate, None, resumable
+    raise TrainError(f"no free output name for {config.output_name!r} in {config.output_path}")
+
+
 def train_lora(
     config: TrainConfig,
     unet: torch.nn.Module,
@@ -189,10 +232,11 @@ def train_lora(
     """
     config.validate()
     fps = Fingerprints(data.fingerprint, base_model_id)
+    config, reuse, resume_from = choose_output(config, fps)
     paths = config.paths()
-    if config.reuse_existing and (hit := find_existing(config, fps)) is not None:
-        meta = read_lora_metadata(hit) or {}
-        return TrainResult(hit, config.total_steps, True, 0, math.nan, paths["csv"], paths["png"], 0.0, meta)
+    if reuse is not None:
+        meta = read_lora_metadata(reuse) or {}
+        return TrainResult(reuse, config.total_steps, True, 0, math.nan, paths["csv"], paths["png"], 0.0, meta)
     warnings: list[str] = []
     latents_all, embeds_all, pooled_all = _stack_data(data, config)
     first = next(unet.parameters())
@@ -227,10 +271,7 @@ def train_lora(
         scaler = _make_scaler(device, warnings) if use_scaler else None
         start, elapsed = 0, 0.0
         ckpt_key = run_key(config, fps, with_length=False)
-        ckpt = load_checkpoint(paths["checkpoint"]) if config.resume else None
-        if ckpt is not None and ckpt.get("run_key") != ckpt_key:
-            warnings.append(f"ignored checkpoint {paths['checkpoint']}: it belongs to a different run")
-            ckpt = None
+        ckpt = load_checkpoint(resume_from) if config.resume and resume_from is not None else None
         if ckpt is not None and ckpt["step"] > total:
             warnings.append(f"ignored checkpoint at step {ckpt['step']}: past this run's {total} steps")
             ckpt = None
