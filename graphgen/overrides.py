@@ -116,4 +116,20 @@ def apply_overrides(workflow: Workflow, overrides: Mapping[str, Any] | None,
         entry.inputs[input_name] = {"__value__": converted} if isinstance(converted, list) else converted
     if issues:
         raise WorkflowError(issues)
+    _detach_overridden_targets(updated, {key.rpartition(".")[0::2] for key in overrides if "." in key})
     return updated
+
+
+def _detach_overridden_targets(workflow: Workflow, explicit: set[tuple[str, str]]) -> None:
+    """An input set explicitly (`--set 5.seed=5`) leaves the parameters that target it.
+
+    Otherwise the saved workflow (e.g. in a PNG) would re-apply the parameter's value over the
+    explicit one when it is run again.
+    """
+    for name in list(workflow.parameters):
+        parameter = workflow.parameters[name]
+        kept = [t for t in parameter.targets if tuple(t.rpartition(".")[0::2]) not in explicit]
+        if not kept:
+            del workflow.parameters[name]
+        elif len(kept) != len(parameter.targets):
+            parameter.targets = kept

@@ -72,3 +72,15 @@ def test_choice_that_looks_like_a_number_stays_text():
     wf = load_workflow({"1": {"class_type": "Pick"}, "2": {"class_type": "Show", "inputs": {"text": ["1", 0]}}})
     updated = apply_overrides(wf, parse_set_arguments(["1.precision=32", "1.n=2"]), registry)
     assert updated.nodes["1"].inputs == {"precision": "32", "n": 2}
+
+
+def test_explicit_input_override_leaves_the_parameter():
+    """Reviewer's repro: `--set 5.seed=5` with a `seed` parameter; the PNG re-run must keep 5."""
+    updated = apply_overrides(WF, parse_set_arguments(["1.value=7"]), REGISTRY)
+    assert updated.nodes["1"].inputs["value"] == 7 and updated.nodes["2"].inputs["b"] == 1
+    assert updated.parameters["n"].targets == ["2.b"]
+    again = apply_overrides(updated, {}, REGISTRY)  # what re-running the saved workflow does
+    assert again.nodes["1"].inputs["value"] == 7
+    both = apply_overrides(WF, {"1.value": 3, "2.b": 4}, REGISTRY)
+    assert "n" not in both.parameters
+    assert apply_overrides(both, {}, REGISTRY).nodes["2"].inputs["b"] == 4
