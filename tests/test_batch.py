@@ -290,3 +290,12 @@ def test_cli_usage_errors(tiny_models, tmp_path, capsys, monkeypatch):
     assert err == "graphgen: error: Ray is not installed: pip install 'graphgen[ray]' (or: pip install ray)"
     assert run_cli([*base, "--sweep", "steps=0,-1", "--json"]) == 2  # every job invalid
     assert "every job was invalid" in capsys.readouterr().err
+
+
+def test_large_sweeps_keep_every_job():
+    """Reviewer's repro: with a 32-bit job hash, seed 52206 collided with seed 28881 and was dropped."""
+    from graphgen.batch import spec_from_sweeps
+
+    jobs = spec_from_sweeps(["seed=0..52206"]).expand()
+    assert len(jobs) == 52207
+    assert len({job.digest for job in jobs}) == 52207

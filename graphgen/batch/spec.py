@@ -331,10 +331,14 @@ def json_values(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def overrides_digest(overrides: Mapping[str, Any]) -> str:
-    """A short hash of a set of overrides (order and typing independent)."""
+    """The identity of a set of overrides (order and typing independent).
+
+    128 bits: duplicates are dropped and finished jobs recognised by it, so it must not collide
+    (a 32-bit hash collided within 52,207 seeds). Folder names show only its first 8 characters.
+    """
     text = json.dumps({k: canonical_value(v) for k, v in overrides.items()}, sort_keys=True,
                       ensure_ascii=False, default=str)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -351,7 +355,7 @@ def _slug_value(value: Any) -> str:
 def job_name(values: Mapping[str, Any], digest: str) -> str:
     """`seed=5-1a2b3c4d`: values (shortened, sorted by key) and the hash of all of the job's overrides."""
     slug = "_".join(f"{_UNSAFE.sub('_', k)}={_slug_value(v)}" for k, v in sorted(values.items()))[:80]
-    return f"{slug}-{digest}" if slug else f"job-{digest}"
+    return f"{slug}-{digest[:8]}" if slug else f"job-{digest[:8]}"
 
 
 def _safe_name(name: str) -> bool:

@@ -5,9 +5,10 @@
 
 A job's files are assembled in a staging folder (`<batch>/.staging/<run id>/`), `job.json`
 last, and the folder is renamed into place in one step: a job folder is complete or absent, and
-one that exists is never written again. A job is done when a folder ending in its digest (the hash
-of all its overrides) holds `job.json`, whatever the rest of the name (which shows the values that
-varied in the batch it ran in); resuming skips those jobs. Failed jobs publish nothing (resuming
+one that exists is never written again. A job is done when a folder holds a `job.json` whose
+`digest` (the 128-bit hash of all its overrides) is the job's, whatever the folder's name (which
+shows the values that varied in the batch it ran in, and the digest's first 8 characters);
+resuming skips those jobs. Failed jobs publish nothing (resuming
 runs them again).
 """
 
@@ -41,9 +42,15 @@ class BatchStore:
         self._done: dict[str, Path] = {}
         with contextlib.suppress(OSError):
             for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-                if not entry.name.startswith(".") and "-" in entry.name and os.path.isfile(
-                        os.path.join(entry.path, MANIFEST)):
-                    self._done.setdefault(entry.name.rsplit("-", 1)[1], Path(entry.path))
+                manifest = os.path.join(entry.path, MANIFEST)
+                if entry.name.startswith(".") or not os.path.isfile(manifest):
+                    continue
+                try:  # the job's full digest is in its manifest (the folder shows only a prefix)
+                    digest = json.loads(Path(manifest).read_text(encoding="utf-8")).get("digest")
+                except (OSError, ValueError):
+                    digest = None
+                if isinstance(digest, str):
+                    self._done.setdefault(digest, Path(entry.path))
 
     def job_dir(self, job: Job) -> Path:
         """The job's folder: the existing one when it is done, else `<batch>/<job name>`."""
@@ -108,7 +115,8 @@ def make_manifest(job: Job, outcome: dict[str, Any], job_dir: Path, output_dir: 
                   worker: str, workflow_digest: str) -> dict[str, Any]:
     """`job.json`: the job, what ran, and its files (paths as they are after publishing)."""
     return {
-        "job": job.name, "index": job.index, "batch": batch, "overrides": json_values(job.overrides),
+        "job": job.name, "digest": job.digest, "index": job.index, "batch": batch,
+        "overrides": json_values(job.overrides),
         "values": json_values(job.values), "status": outcome.get("status"), "worker": worker,
         "files": list(outcome.get("files", [])), "ui": rebase_ui(outcome.get("ui", {}), job_dir, output_dir),
         "executed": outcome.get("executed", []), "cached": outcome.get("cached", []),
