@@ -161,6 +161,11 @@ def _parse_graph(graph: dict[str, Any], prefix: str, where: str,
             issues.append(Issue(code="invalid_workflow", node_id=node_id, message="the node has no type",
                                 hint="give the node a type, or delete it"))
             continue
+        if not _is_list_or_absent(raw.get("inputs")) or not _is_list_or_absent(raw.get("outputs")):
+            issues.append(Issue(code="invalid_workflow", node_id=node_id, node_type=node_type,
+                                message="the node's inputs/outputs are not lists",
+                                hint="the file is not a ComfyUI editor workflow, or it is damaged"))
+            continue
         inputs = []
         for item in raw.get("inputs") or []:
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -186,7 +191,13 @@ def _parse_graph(graph: dict[str, Any], prefix: str, where: str,
 def _subgraph_definitions(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     definitions = data.get("definitions")
     found = definitions.get("subgraphs") if isinstance(definitions, dict) else None
-    return {str(s["id"]): s for s in found or [] if isinstance(s, dict) and s.get("id") is not None}
+    if not isinstance(found, list):
+        return {}
+    return {str(s["id"]): s for s in found if isinstance(s, dict) and s.get("id") is not None}
+
+
+def _is_list_or_absent(value: Any) -> bool:
+    return value is None or isinstance(value, list)
 
 
 def _promoted_values(instance: _UINode) -> dict[int, Any]:

@@ -372,3 +372,16 @@ def test_png_without_workflow_or_corrupt_is_a_clear_error(tmp_path):
     with pytest.raises(WorkflowError, match="PNG"):
         load_workflow(truncated)
     assert zlib.crc32(b"IEND") == 0xAE426082  # sanity of the checksum the reader uses
+
+
+@pytest.mark.parametrize("broken", [
+    {"nodes": [{"id": 1, "type": "SaveImage", "inputs": 5}], "links": []},
+    {"nodes": [{"id": 1, "type": "SaveImage", "outputs": 5}], "links": []},
+    {"nodes": [{"id": 1, "type": "SaveImage"}], "links": [], "definitions": {"subgraphs": 5}},
+])
+def test_damaged_ui_workflows_are_workflow_errors(broken):
+    """Reviewer's repro: these raised TypeError (exit 1) instead of a workflow issue (exit 2)."""
+    from graphgen import Engine, WorkflowError
+
+    with pytest.raises(WorkflowError):
+        Engine().prepare(broken)
