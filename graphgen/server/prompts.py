@@ -175,16 +175,21 @@ def _ids(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-async def post_queue(request: web.Request) -> web.Response:
-    queue = state_of(request).queue
+async def _clear_or_delete(request: web.Request, clear: Any, delete: Any) -> web.Response:
+    """`{"clear": true}` and/or `{"delete": [ids]}`, the body of POST /queue and POST /history."""
     body = await read_json(request, allow_empty=True) or {}
     if not isinstance(body, dict):
         raise BadRequest("invalid_request", "send {\"clear\": true} or {\"delete\": [prompt ids]}")
     if body.get("clear") is True:
-        queue.clear_pending()
+        clear()
     if "delete" in body:
-        queue.delete_pending(_ids(body["delete"]))
+        delete(_ids(body["delete"]))
     return web.Response(status=200)
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    queue = state_of(request).queue
+    return await _clear_or_delete(request, queue.clear_pending, queue.delete_pending)
 
 
 async def post_interrupt(request: web.Request) -> web.Response:
@@ -219,14 +224,7 @@ async def get_history_item(request: web.Request) -> web.Response:
 
 async def post_history(request: web.Request) -> web.Response:
     queue = state_of(request).queue
-    body = await read_json(request, allow_empty=True) or {}
-    if not isinstance(body, dict):
-        raise BadRequest("invalid_request", "send {\"clear\": true} or {\"delete\": [prompt ids]}")
-    if body.get("clear") is True:
-        queue.clear_history()
-    if "delete" in body:
-        queue.delete_history(_ids(body["delete"]))
-    return web.Response(status=200)
+    return await _clear_or_delete(request, queue.clear_history, queue.delete_history)
 
 
 # -- /jobs ---------------------------------------------------------------------------------------------
