@@ -68,7 +68,10 @@ def reference(tiny_components):
 def check(actual: torch.Tensor, expected: torch.Tensor, exact: bool) -> None:
     assert torch.isfinite(actual).all()
     if exact:
-        assert torch.equal(actual, expected)
+        # Same weights, same inputs: equal up to kernel choice (oneDNN may pick another
+        # algorithm for a differently laid-out copy of the same tensors).
+        err = (actual - expected).abs().max().item()
+        assert err <= 1e-5 * max(1.0, expected.abs().max().item()), err
     else:
         err = (actual - expected).abs().max().item()
         assert err <= 0.02 * expected.abs().max().item(), err
@@ -99,6 +102,8 @@ def test_folder_layouts_match_in_memory_models(case, tiny_models, tiny_component
     te, tok = loading.load_text_encoder(root, dtype, "cpu")
     for model in (unet, vae, te):
         assert model.dtype == dtype and not model.training
+    if exact:  # the weights themselves are bit-identical to the in-memory models
+        assert tensors_equal(unet, tiny_components.unet) and tensors_equal(vae, tiny_components.vae)
     check(unet_out(unet), reference["unet"], exact)
     check(vae_out(vae), reference["vae"], exact)
     check(te_out(te, tok), reference["te"], exact)
