@@ -122,6 +122,9 @@ class DeviceMemory:
         with self._lock:
             if entry not in self._resident:
                 budget = self.budget_for(entry.device)
+                if budget is not None and entry.nbytes > budget and entry.offload != "off":
+                    self._move(entry, _cpu())  # it can never sit whole on the card: it streams when used
+                    return
                 if budget is not None:
                     self._evict_until(entry.nbytes, budget, keep=entry)
                 self._add(entry)
