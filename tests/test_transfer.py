@@ -50,3 +50,4 @@ def test_only_weights_written_on_the_device_need_a_copy_back():
         net[0].bias.add_(1.0)  # e.g. a LoRA merged in place
     net[1].running_mean = torch.zeros(4, device=META)  # a buffer replaced
     assert stale() == {"0.bias", "1.running_mean"}
+

@@ -83,6 +83,12 @@ def _version(owner: Any, name: str) -> tuple[int, int]:
     return id(tensor), tensor._version
 
 
+def _dense(tensor: Any) -> bool:
+    import torch
+
+    return bool(tensor.is_contiguous() or (tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)))
+
+
 def same_device(have: Any, want: Any) -> bool:
     """`cuda:0` is `cuda` (the current device) for our purposes; torch.device equality says no."""
     return bool(have.type == want.type and (want.index is None or have.index is None or have.index == want.index))
@@ -138,7 +144,10 @@ def to_host(module: Any, host: HostCopy, stats: TransferStats | None = None) -> 
         copy = host.tensors.get(qualified)
         if needs_copy(host, qualified, owner, name, tensor):
             if copy is None or copy.shape != tensor.shape or copy.dtype != tensor.dtype:
-                copy = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pin)
+                # Same strides as the device tensor, so channels_last weights stay channels_last.
+                copy = (torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype, device="cpu",
+                                            pin_memory=pin) if _dense(tensor) else
+                        torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pin))
                 host.tensors[qualified] = copy
             copy.copy_(tensor.detach(), non_blocking=pin)
             pending = pending or pin
