@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from graphgen import Choice, Node, Output, String
+from graphgen import Bool, Choice, Node, Output, String
 from graphgen.context import EngineSettings
 from graphgen.models import OFFLOAD_MODES
 
@@ -48,6 +48,22 @@ def _placed(store: Any, device: Any, source: Any, component: str, offload: str =
     return store.place(device, _component_bytes(source, component))
 
 
+def _speedups() -> list[Any]:
+    return [Bool("compile", default=False,
+                 description="torch.compile the UNet: the first image compiles (slow), later ones run faster"),
+            Bool("channels_last", default=False,
+                 description="NHWC weights for the UNet's convolutions (faster on NVIDIA tensor cores)")]
+
+
+def _unet_loader(source: Any, dtype: Any, device: Any, store: Any, compile: bool, channels_last: bool) -> Any:
+    from graphgen.models.speedups import apply_speedups
+
+    from .loading import load_unet
+
+    return lambda: apply_speedups(load_unet(source, dtype, _placed(store, device, source, "unet")),
+                                  compile=compile, channels_last=channels_last)
+
+
 class _Loader(Node):
     category = "kolors/loaders"
     subfolders: tuple[str, ...] = ()
@@ -77,17 +93,18 @@ class KolorsUNetLoader(_Loader):
 
     subfolders = ("unet", "diffusers")
     inputs = [String("path", default="models/kolors/Kolors", description="Kolors folder, unet folder or file"),
-              _precision(), _device()]
+              _precision(), _device(), *_speedups()]
     outputs = [Output("KOLORS_UNET", "model")]
 
-    def run(self, path: str, precision: str, device: str) -> Any:
+    def run(self, path: str, precision: str, device: str, compile: bool = False, channels_last: bool = False) -> Any:
+        from graphgen.models.speedups import speedup_key
+
         from .handles import UNetRef, load_shared
-        from .loading import load_unet
 
         source, dtype, torch_device = self._resolve(path, precision, device)
-        store = self._store()
-        handle = load_shared(self.ctx, "unet", source, dtype, torch_device,
-                             lambda: load_unet(source, dtype, _placed(store, torch_device, source, "unet")))
+        loader = _unet_loader(source, dtype, torch_device, self._store(), compile, channels_last)
+        handle = load_shared(self.ctx, "unet", source, dtype, torch_device, loader,
+                             extra_key=speedup_key(compile=compile, channels_last=channels_last))
         return UNetRef(handle)
 
 
@@ -140,17 +157,20 @@ class KolorsModelLoader(_Loader):
 
     subfolders = ("diffusers",)
     inputs = [String("path", default="models/kolors/Kolors", description="the Kolors root folder"),
-              _precision(), _device()]
+              _precision(), _device(), *_speedups()]
     outputs = [Output("KOLORS_UNET", "model"), Output("CHATGLM3MODEL", "chatglm3_model"), Output("VAE", "vae")]
 
-    def run(self, path: str, precision: str, device: str) -> Any:
+    def run(self, path: str, precision: str, device: str, compile: bool = False, channels_last: bool = False) -> Any:
+        from graphgen.models.speedups import speedup_key
+
         from .handles import UNetRef, load_shared
-        from .loading import load_text_encoder, load_unet, load_vae
+        from .loading import load_text_encoder, load_vae
 
         source, dtype, torch_device = self._resolve(path, precision, device)
         ctx, store = self.ctx, self._store()
         unet = load_shared(ctx, "unet", source, dtype, torch_device,
-                           lambda: load_unet(source, dtype, _placed(store, torch_device, source, "unet")))
+                           _unet_loader(source, dtype, torch_device, store, compile, channels_last),
+                           extra_key=speedup_key(compile=compile, channels_last=channels_last))
         text = load_shared(ctx, "text_encoder", source, dtype, torch_device,
                            lambda: load_text_encoder(source, dtype, _placed(store, torch_device, source, "text_encoder")),
                            extra_key=("None",))
