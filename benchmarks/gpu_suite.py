@@ -19,7 +19,11 @@ fp16), built on the GPU by `kolors_inference.build_full_models` (no download). S
 4. lora: `benchmarks/lora_train.py --full` (graphgen's trainer vs a plain diffusers+peft loop,
    gradient checkpointing on), its summary lines kept;
 5. sdxl: SDXL vs `StableDiffusionXLPipeline` once an SDXL family exists in this checkout (skipped
-   with a line saying so until then).
+   with a line saying so until then);
+6. speedups (only with `--speedups`: it does not fit the 8 minutes with the rest, run it as
+   `--speedups --skip cold --skip budget --skip lora`): graphgen's it/s and whole run with fp16
+   (baseline), bf16, channels_last, and channels_last + `compile` (its first run, the warm-up
+   cost, reported apart; skipped in the dry run: inductor's CPU build takes minutes).
 
 Figures go to `benchmarks/results/gpu_suite_<card>.json` and `.log` (`--results-dir` to change).
 `--dry-run` runs the same code on the CPU with the tiny configs (no memory figures; the numbers
@@ -50,7 +54,7 @@ import torch  # noqa: E402
 from graphgen import Engine, WorkflowBuilder, default_registry  # noqa: E402
 
 GIB = 2**30
-SECTIONS = ("inference", "budget", "cold", "lora", "sdxl")
+SECTIONS = ("inference", "budget", "cold", "lora", "sdxl", "speedups")
 
 
 class Card:
@@ -232,6 +236,41 @@ def section_budget(args: argparse.Namespace, card: Card, work: Path, report: Rep
     card.release()
 
 
+def section_speedups(args: argparse.Namespace, card: Card, work: Path, report: Report, models: Any) -> None:
+    from graphgen.models.speedups import apply_speedups
+
+    unet, vae, text, tokenizer = models
+    text.to(card.device)
+    rows: dict[str, dict[str, float]] = {}
+
+    def measure(label: str, dtype: torch.dtype, warmups: int = 1) -> None:
+        engine = engine_with(ki.full_models_node(unet, vae, text, tokenizer, dtype, card.device), work)
+        first = [run_graph(engine, card, graph(args.size, args.steps, 0))["seconds"] for _ in range(warmups)]
+        rows[label] = {**summarize([run_graph(engine, card, graph(args.size, args.steps, 300 + r))
+                                    for r in range(args.rounds)]), "first_run_seconds": first[0]}
+        engine.free_resources()
+
+    measure("fp16 (baseline)" if not card.dry else "fp32 (baseline)", card.dtype)
+    for module in (unet, vae, text):
+        module.to(torch.bfloat16)
+    measure("bf16", torch.bfloat16)
+    for module in (unet, vae, text):
+        module.to(card.dtype)
+    apply_speedups(unet, channels_last=True)
+    measure("channels_last", card.dtype)
+    if card.dry:
+        report.say("  (compile skipped in the dry run: inductor's CPU build takes minutes)")
+    else:
+        apply_speedups(unet, compile=True)
+        measure("channels_last + compile", card.dtype)
+    base = next(iter(rows.values()))
+    report.figures["speedups"] = rows
+    report.say(f"[speedups] graphgen, {args.size}x{args.size}, {args.steps} steps (first run = warm-up cost)")
+    for label, row in rows.items():
+        report.say(f"  {label:26s} {row['seconds']:7.2f} s  {row['its']:6.2f} it/s ({row['its'] / base['its']:.2f}x)"
+                   f"  first run {row['first_run_seconds']:.1f} s  peak {row['peak_gib']:.2f} GiB")
+
+
 def write_folder(models: Any, folder: Path) -> None:
     """The models as a diffusers Kolors folder (fp16 safetensors on a GPU), what both cold starts read."""
     from diffusers import KolorsPipeline
@@ -318,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 20; dry run 2)")
     parser.add_argument("--rounds", type=int, default=None, help="alternated timed rounds (default 3; dry run 1)")
     parser.add_argument("--budget-gb", type=float, default=10.0, help="VRAM budget of the small-card case")
-    parser.add_argument("--lora-steps", type=int, default=10)
-    parser.add_argument("--lora-timeout", type=int, default=200, help="seconds allowed to the LoRA section")
+    parser.add_argument("--lora-steps", type=int, default=8)
+    parser.add_argument("--lora-timeout", type=int, default=240, help="seconds allowed to the LoRA section")
     parser.add_argument("--skip", action="append", default=[], choices=SECTIONS, help="leave a section out")
+    parser.add_argument("--speedups", action="store_true", help="also measure bf16, channels_last and compile")
     parser.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
@@ -341,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = work / "kolors-diffusers"
         if "cold" not in args.skip:
             write_folder(models, folder)  # before the budget run attaches streaming hooks to the encoder
+        if args.speedups and "speedups" not in args.skip:
+            section_speedups(args, card, work, report, models)  # before the budget run's streaming hooks
         if "budget" not in args.skip:
             section_budget(args, card, work, report, models)
         del models
@@ -354,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     report.figures["seconds"] = time.perf_counter() - started
     report.say(f"suite finished in {report.figures['seconds']:.0f} s (goal < 480 s on an H100/H200)")
     tag = "dryrun" if card.dry else re.sub(r"[^a-z0-9]+", "_", card.name.lower()).strip("_")
+    tag += "_speedups" if args.speedups else ""  # a separate run: never replaces the main figures
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"gpu_suite_{tag}.json").write_text(
         json.dumps({"device": card.name, **report.figures}, indent=2, default=float) + "\n", encoding="utf-8")

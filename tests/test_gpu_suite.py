@@ -43,3 +43,14 @@ def test_refuses_to_run_without_cuda_unless_dry(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         gpu_suite.main([])
     assert exc.value.code == 2 and "run with --dry-run" in capsys.readouterr().err
+
+
+def test_dry_run_of_the_speedups_section(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import gpu_suite
+
+    others = [arg for section in gpu_suite.SECTIONS if section != "speedups" for arg in ("--skip", section)]
+    assert gpu_suite.main(["--dry-run", "--speedups", *others, "--results-dir", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "gpu_suite_dryrun_speedups.json").read_text(encoding="utf-8"))["speedups"]
+    assert set(rows) == {"fp32 (baseline)", "bf16", "channels_last"}
+    assert all(row["its"] > 0 and row["first_run_seconds"] > 0 for row in rows.values())
