@@ -91,3 +91,26 @@ def test_a_hand_built_resource_cache_gets_one_store():
     resources = ResourceCache()
     assert model_store(resources) is model_store(resources)
     assert isinstance(model_store(resources), ModelStore)
+
+
+def test_a_cached_loader_output_does_not_keep_an_evicted_model_alive(tiny_models, tmp_path):
+    from graphgen import WorkflowBuilder
+
+    def vae_workflow(path):
+        b = WorkflowBuilder()
+        vae = b.add("KolorsVAELoader", id="vae", path=str(path), precision="fp32", device="cpu")
+        b.add("PreviewImage", images=b.add("VAEDecode", samples=b.add("EmptyLatentImage", width=64, height=64),
+                                             vae=vae))
+        return b.build()
+
+    probe = Engine(output_dir=tmp_path / "probe")
+    one_vae = probe.run(vae_workflow(tiny_models.tutorial_fp16_vae)).output("vae", "vae").resource_nbytes()
+    engine = Engine(output_dir=tmp_path, resource_bytes=int(one_vae * 1.5))  # room for one VAE
+    first = engine.run(vae_workflow(tiny_models.tutorial_fp16_vae))
+    module = weakref.ref(first.output("vae", "vae").model)
+    engine.run(vae_workflow(tiny_models.diffusers_root))  # a second VAE: the first is evicted
+    gc.collect()
+    assert module() is None  # freed, although the first run's outputs (its handle) stay cached
+    again = engine.run(vae_workflow(tiny_models.tutorial_fp16_vae))
+    assert "vae" in again.cached  # the cached handle was reused; it reloads its model on use
+    assert again.output("vae", "vae").model is not None

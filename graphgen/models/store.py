@@ -169,7 +169,8 @@ class ModelStore(ResourceCache):
             self.memory.acquire(entry)
             yield entry.module
         finally:
-            entry.in_use -= 1
+            with self._lock:
+                entry.in_use -= 1
             self.memory.release(entry)
 
     def place(self, device: Any, nbytes: int) -> Any:
