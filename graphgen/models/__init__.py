@@ -4,7 +4,7 @@ A family pack (Kolors, SD1.5/SDXL, ...) loads its models through the engine's `M
 never by keeping modules itself, so that every family shares one RAM and one VRAM budget, one
 LRU order and one `Engine.free_resources()`:
 
-    from graphgen.models import model_store, resolve_device, resolve_dtype, resolve_model_path
+    from graphgen.models import model_store, resolve_device, resolve_dtype, resolve_model_path, weights_on_disk
 
     class MyUNetLoader(Node):
         inputs = [String("path"), Choice("precision", [...]), Choice("device", [...])]
@@ -14,11 +14,14 @@ LRU order and one `Engine.free_resources()`:
             source = resolve_model_path(self.ctx.settings, path, "checkpoints")
             torch_device = resolve_device(device)                # auto: cuda > mps > cpu
             dtype = resolve_dtype(precision, torch_device)       # auto: fp16 on a GPU, fp32 on the CPU
-            return model_store(self.ctx.resources).load(
+            store = model_store(self.ctx.resources)
+            return store.load(
                 family="sd", kind="unet", source=source, device=torch_device, dtype=dtype,
-                # loads straight onto the device; captures the path, never a module
-                loader=lambda: load_my_unet(source, dtype, torch_device),
+                # place(): the device when it fits the VRAM budget (LRU models make room), else the
+                # host (it moves in, or streams, when used). Capture paths and the store, never a module.
+                loader=lambda: load_my_unet(source, dtype, store.place(torch_device, weights_on_disk(source))),
                 offload="auto",                                  # leave the GPU only under memory pressure
+                extra_key=(),                                    # anything else that makes another model
             )                                                    # -> a ModelHandle (loaded now)
 
     class MySampler(Node):
