@@ -1,0 +1,167 @@
+"""The modules ComfyUI custom nodes import, provided only while such packs load and run.
+
+ComfyUI packs import `comfy.utils`, `comfy.model_management`, `comfy_execution.graph_utils`,
+`folder_paths`, `server`, `nodes`... graphgen provides its own versions of the ones that need no
+ComfyUI model code (the subpackages of `graphgen.compat`). They are never installed under those
+names: `scope()` puts them into `sys.modules` under ComfyUI's names for as long as a pack is
+imported or one of its nodes runs, and takes them out again afterwards (what was there before is
+put back). Nested and concurrent scopes share one reference count.
+
+When a real ComfyUI is importable (`comfy` is found on `sys.path` and is not ours), nothing is
+injected: that ComfyUI's modules are never shadowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.machinery
+import inspect
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+# ComfyUI's module name -> graphgen's module providing it. Every submodule is listed: a name that is
+# not here is not provided, and importing it fails with "No module named ..." for that pack alone.
+PROVIDED: dict[str, str] = {
+    "comfy": "graphgen.compat.comfy",
+    "comfy.utils": "graphgen.compat.comfy.utils",
+    "comfy.model_management": "graphgen.compat.comfy.model_management",
+    "comfy.samplers": "graphgen.compat.comfy.samplers",
+    "comfy.comfy_types": "graphgen.compat.comfy.comfy_types",
+    "comfy.comfy_types.node_typing": "graphgen.compat.comfy.comfy_types.node_typing",
+    "comfy_execution": "graphgen.compat.comfy_execution",
+    "comfy_execution.graph": "graphgen.compat.comfy_execution.graph",
+    "comfy_execution.graph_utils": "graphgen.compat.comfy_execution.graph_utils",
+    "comfy_api": "graphgen.compat.comfy_api",
+    "comfy_api.latest": "graphgen.compat.comfy_api.latest",
+    "comfy_api.latest._io": "graphgen.compat.comfy_api.latest._io",
+    "comfy_api.latest._ui": "graphgen.compat.comfy_api.latest._ui",
+    "comfy_api.v0_0_2": "graphgen.compat.comfy_api.v0_0_2",
+    "folder_paths": "graphgen.compat.folder_paths",
+    "server": "graphgen.compat.server",
+    "nodes": "graphgen.compat.nodes",
+}
+_PREFIX = "graphgen.compat."
+
+_lock = threading.RLock()
+_depth = 0
+_saved: dict[str, ModuleType | None] = {}
+_modules: dict[str, ModuleType] | None = None
+_real_comfyui: bool | None = None
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def real_comfyui_present() -> bool:
+    """Whether a real ComfyUI (`comfy/model_management.py` on `sys.path`) is importable."""
+    global _real_comfyui
+    if _real_comfyui is None:
+        found = sys.modules.get("comfy")
+        if found is not None and not getattr(found, "__name__", "").startswith(_PREFIX):
+            _real_comfyui = True
+        else:
+            spec = importlib.machinery.PathFinder.find_spec("comfy")
+            locations = list(spec.submodule_search_locations or []) if spec is not None else []
+            _real_comfyui = any((Path(place) / "model_management.py").is_file() for place in locations)
+    return _real_comfyui
+
+
+def _load() -> dict[str, ModuleType]:
+    global _modules
+    if _modules is None:
+        _modules = {alias: importlib.import_module(name) for alias, name in PROVIDED.items()}
+    return _modules
+
+
+def enter() -> None:
+    """Make the compat modules importable under ComfyUI's names (reference counted)."""
+    global _depth
+    with _lock:
+        _depth += 1
+        if _depth > 1 or real_comfyui_present():
+            return
+        for alias, module in _load().items():
+            _saved[alias] = sys.modules.get(alias)
+            sys.modules[alias] = module
+
+
+def leave() -> None:
+    """Undo one `enter()`; the last one restores what `sys.modules` held before."""
+    global _depth
+    with _lock:
+        _depth -= 1
+        if _depth > 0 or not _saved:
+            return
+        modules = _load()
+        for alias, previous in _saved.items():
+            if sys.modules.get(alias) is modules[alias]:
+                if previous is None:
+                    del sys.modules[alias]
+                else:
+                    sys.modules[alias] = previous
+        _saved.clear()
+
+
+def active() -> bool:
+    """Whether a scope is open now."""
+    return _depth > 0
+
+
+@contextmanager
+def scope() -> Iterator[None]:
+    """`with scope():` the compat modules are importable as `comfy`, `folder_paths`, ..."""
+    enter()
+    try:
+        yield
+    finally:
+        leave()
+
+
+def scoped(fn: F) -> F:
+    """`fn` wrapped so that it (and, for an async function, its coroutine) runs inside `scope()`."""
+    if getattr(fn, "__graphgen_compat_scoped__", False):
+        return fn
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with scope():
+                return await fn(*args, **kwargs)
+
+        wrapper: Any = async_wrapper
+    else:
+        @functools.wraps(fn)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            with scope():
+                result = fn(*args, **kwargs)
+            if inspect.iscoroutine(result):  # an async node's coroutine runs later: keep the scope then
+                return _in_scope(result)
+            return result
+
+        wrapper = sync_wrapper
+    wrapper.__graphgen_compat_scoped__ = True
+    return wrapper  # type: ignore[no-any-return]
+
+
+async def _in_scope(awaitable: Any) -> Any:
+    with scope():
+        return await awaitable
+
+
+def friendly_import_error(exc: BaseException) -> str | None:
+    """For an import of something graphgen does not provide, a message naming the missing symbol."""
+    if not isinstance(exc, ImportError):
+        return None
+    name = getattr(exc, "name", None) or ""
+    top = name.split(".")[0]
+    text = str(exc).replace(_PREFIX, "")
+    if isinstance(exc, ModuleNotFoundError) and top in {a.split(".")[0] for a in PROVIDED}:
+        return (f"needs ComfyUI's module {name!r}, which graphgen does not provide "
+                f"(graphgen provides {', '.join(sorted(PROVIDED))})")
+    if " from " in text and any(f"'{alias}'" in text for alias in PROVIDED):
+        return f"needs {text.split('cannot import name ')[-1].split(' (')[0]}, which graphgen's version does not provide"
+    return None

@@ -1,0 +1,33 @@
+"""What the compat modules need from the running engine: the node's context and the folders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphgen.context import EngineSettings
+
+try:  # the per-node context variable the executor sets around each node
+    from graphgen.context import current_context as _current_context
+except ImportError:  # pragma: no cover - engines without it: nothing is running as far as we know
+    def _current_context() -> Any:
+        return None
+
+_default_settings = EngineSettings()
+
+
+def context() -> Any:
+    """The `NodeContext` of the node running in this thread/task, or None outside a run."""
+    return _current_context()
+
+
+def set_default_settings(settings: EngineSettings) -> None:
+    """Folders used outside a run (a pack listing files at import): the last Engine's."""
+    global _default_settings
+    _default_settings = settings
+
+
+def settings() -> EngineSettings:
+    """The running node's folders, else the default ones."""
+    ctx = _current_context()
+    found = getattr(ctx, "settings", None) if ctx is not None else None
+    return found if found is not None else _default_settings
