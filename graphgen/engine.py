@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from graphgen import compat
 from graphgen.cache import OutputCache
 from graphgen.context import EngineSettings
 from graphgen.events import Event
@@ -64,12 +65,14 @@ class Engine:
         resource_bytes: int | None = None,
         vram_bytes: int | None = None,
     ) -> None:
+        self.settings = EngineSettings(output_dir=Path(output_dir), input_dir=Path(input_dir),
+                                       models_dir=Path(models_dir) if models_dir else None)
+        # ComfyUI packs read `folder_paths` at import (before any run): they see this Engine's folders.
+        compat.use_settings(self.settings)
         self.registry = registry if registry is not None else default_registry(plugins)
         if registry is not None:
             for directory in plugins:
                 self.registry.load_plugin_dir(directory)
-        self.settings = EngineSettings(output_dir=Path(output_dir), input_dir=Path(input_dir),
-                                       models_dir=Path(models_dir) if models_dir else None)
         self.cache = OutputCache(max_entries=cache_entries, max_bytes=cache_bytes)
         self.resources = ModelStore(max_bytes=resource_bytes, vram_budget=vram_bytes)
         self._executor = Executor(self.cache, self.settings, self.resources)

@@ -152,6 +152,13 @@ async def _in_scope(awaitable: Any) -> Any:
         return await awaitable
 
 
+def use_settings(settings: Any) -> None:
+    """The folders `folder_paths` answers with outside a run (inside one: the run's own)."""
+    from graphgen.compat import _runtime
+
+    _runtime.set_default_settings(settings)
+
+
 def friendly_import_error(exc: BaseException) -> str | None:
     """For an import of something graphgen does not provide, a message naming the missing symbol."""
     if not isinstance(exc, ImportError):
@@ -160,8 +167,9 @@ def friendly_import_error(exc: BaseException) -> str | None:
     top = name.split(".")[0]
     text = str(exc).replace(_PREFIX, "")
     if isinstance(exc, ModuleNotFoundError) and top in {a.split(".")[0] for a in PROVIDED}:
+        siblings = sorted(a for a in PROVIDED if a.split(".")[0] == top and not a.split(".")[-1].startswith("_"))
         return (f"needs ComfyUI's module {name!r}, which graphgen does not provide "
-                f"(graphgen provides {', '.join(sorted(PROVIDED))})")
+                f"(of {top!r} graphgen provides {', '.join(siblings)})")
     if " from " in text and any(f"'{alias}'" in text for alias in PROVIDED):
         return f"needs {text.split('cannot import name ')[-1].split(' (')[0]}, which graphgen's version does not provide"
     return None

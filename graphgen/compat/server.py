@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from graphgen import compat
 from graphgen.compat import _runtime
 
 log = logging.getLogger("graphgen.compat")
@@ -54,8 +55,11 @@ class PromptServer:
         served = []
         for route in self.routes:
             handler = getattr(route, "handler", None)
-            if isinstance(route, web.StaticDef) or callable(handler):
+            if isinstance(route, web.StaticDef):
                 served.append(route)
+            elif isinstance(route, web.RouteDef) and callable(handler):
+                # The handler may import ComfyUI's modules when called: it runs in their scope.
+                served.append(web.RouteDef(route.method, route.path, compat.scoped(handler), route.kwargs))
             else:
                 log.warning("pack route %r is not a plain aiohttp handler: not served", route)
         return served
