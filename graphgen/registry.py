@@ -35,6 +35,7 @@ from typing import Any
 from graphgen import compat
 from graphgen.comfy_classic import classic_spec, is_classic_node
 from graphgen.comfy_schema import is_schema_node, schema_spec
+from graphgen.errors import Issue
 from graphgen.spec import NodeSpec
 
 ENTRY_POINT_GROUP = "graphgen.nodes"
@@ -93,6 +94,20 @@ class NodeRegistry:
     def ambiguity(self, type_name: str) -> list[str] | None:
         """The packs that all define `type_name`, when more than one does."""
         return self._ambiguous.get(type_name)
+
+    def unknown_type_issue(self, node_id: str, type_name: str) -> Issue:
+        """The issue for a node whose type is unknown (with close names) or defined by several packs."""
+        packs = self.ambiguity(type_name)
+        if packs:
+            return Issue(code="ambiguous_node_type", node_id=node_id, node_type=type_name,
+                         message=f"node type {type_name!r} is defined by several packs: {', '.join(packs)}",
+                         hint=f"write the type as {' or '.join(repr(f'{p}/{type_name}') for p in packs)}, "
+                              "or remove a pack")
+        close = self.closest(type_name)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+            "install or point --plugins at the pack that provides it; `graphgen nodes` lists known types"
+        return Issue(code="unknown_node_type", node_id=node_id, node_type=type_name,
+                     message=f"unknown node type {type_name!r}", hint=hint)
 
     def names(self) -> list[str]:
         return sorted(self._specs)

@@ -60,7 +60,7 @@ def validate(workflow: Workflow, registry: NodeRegistry) -> PreparedWorkflow:
         try:
             specs[node_id] = registry.get(entry.class_type)
         except UnknownNodeType:
-            issues.append(_unknown_type_issue(node_id, entry.class_type, registry))
+            issues.append(registry.unknown_type_issue(node_id, entry.class_type))
 
     prepared: dict[str, PreparedNode] = {}
     graph = nx.DiGraph()
@@ -79,19 +79,6 @@ def validate(workflow: Workflow, registry: NodeRegistry) -> PreparedWorkflow:
     if issues:
         raise WorkflowError(issues)
     return PreparedWorkflow(workflow=workflow, nodes=prepared, graph=graph, output_nodes=outputs)
-
-
-def _unknown_type_issue(node_id: str, class_type: str, registry: NodeRegistry) -> Issue:
-    packs = registry.ambiguity(class_type)
-    if packs:
-        return Issue(code="ambiguous_node_type", node_id=node_id, node_type=class_type,
-                     message=f"node type {class_type!r} is defined by several packs: {', '.join(packs)}",
-                     hint=f"write the type as {' or '.join(repr(f'{p}/{class_type}') for p in packs)}, or remove a pack")
-    close = registry.closest(class_type)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
-        "install or point --plugins at the pack that provides it; `graphgen nodes` lists known types"
-    return Issue(code="unknown_node_type", node_id=node_id, node_type=class_type,
-                 message=f"unknown node type {class_type!r}", hint=hint)
 
 
 def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Workflow,

@@ -6,8 +6,8 @@ ComfyUI's editor reads: `input` (`required` / `optional` / `hidden`), `input_ord
 `["INT", {"default", "min", "max", "step"}]`, a list of values for a combo, `["STRING",
 {"multiline": true}]`; link inputs are their type name (`["LATENT"]`).
 
-Which inputs become widgets is decided by `is_widget`, which the template converter
-(`graphgen.server.templates`) shares, so that `widgets_values` line up with the editor's widgets.
+Which inputs become widgets, and their order, is `graphgen.formats`' one rule, which the editor
+workflow reader and the template writer share, so that `widgets_values` line up with the widgets.
 """
 
 from __future__ import annotations
@@ -18,25 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from graphgen.spec import BOOLEAN, COMBO, FLOAT, INT, STRING, InputSpec, NodeSpec, split_types
+from graphgen.formats import WIDGET_TYPES, editor_inputs, is_seed, is_widget
+from graphgen.spec import COMBO, FLOAT, INT, STRING, InputSpec, NodeSpec, split_types
 
-WIDGET_TYPES = frozenset({INT, FLOAT, STRING, BOOLEAN})
-SEED_NAMES = frozenset({"seed", "noise_seed"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-def is_widget(spec: InputSpec) -> bool:
-    """Whether the editor shows this input as a widget (a value on the node) rather than a socket."""
-    if spec.hidden or spec.force_link:
-        return False
-    if spec.choices is not None or spec.type == COMBO:
-        return True
-    return spec.type in WIDGET_TYPES
-
-
-def is_seed(spec: InputSpec) -> bool:
-    """An INT seed input: the editor adds its `control_after_generate` widget after it."""
-    return spec.type == INT and (spec.name in SEED_NAMES or spec.name.endswith("seed"))
 
 
 def _number(value: Any) -> Any:
@@ -94,12 +79,6 @@ def input_definition(spec: InputSpec, choices_override: list[Any] | None = None)
     return [spec.type, options]
 
 
-def ordered_inputs(spec: NodeSpec) -> tuple[list[InputSpec], list[InputSpec]]:
-    """Required then optional visible inputs, each in declaration order (the editor's order)."""
-    visible = [i for i in spec.inputs.values() if not i.hidden]
-    return [i for i in visible if not i.optional], [i for i in visible if i.optional]
-
-
 def _input_files(input_dir: Path) -> list[str]:
     names: list[str] = []
     try:
@@ -120,7 +99,8 @@ def _module_part(pack: str) -> str:
 
 def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, Any]:
     """One node type as `/api/object_info` describes it."""
-    required, optional = ordered_inputs(spec)
+    visible = editor_inputs(spec)
+    required, optional = [i for i in visible if not i.optional], [i for i in visible if i.optional]
     sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
     image_loader = spec.type_name == "LoadImage" and "image" in spec.inputs
     for section, inputs in (("required", required), ("optional", optional)):
