@@ -62,6 +62,16 @@ class NodeWarning(Event):
 
 
 @dataclass
+class NodeMessage(Event):
+    """A message a node sends to whoever watches the run (`ctx.send`; ComfyUI's `send_sync`)."""
+
+    kind: ClassVar[str] = "node_message"
+    node_id: str = ""
+    event: str = ""
+    data: Any = None
+
+
+@dataclass
 class NodeFinished(Event):
     kind: ClassVar[str] = "node_finished"
     node_id: str = ""
