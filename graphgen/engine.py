@@ -75,7 +75,7 @@ class Engine:
                 self.registry.load_plugin_dir(directory)
         self.cache = OutputCache(max_entries=cache_entries, max_bytes=cache_bytes)
         self.resources = ModelStore(max_bytes=resource_bytes, vram_budget=vram_bytes)
-        self._executor = Executor(self.cache, self.settings, self.resources)
+        self._executor = Executor(self.cache, self.settings, self.resources, self.registry)
         self._cancel = threading.Event()
         self._run_lock = threading.Lock()
         self._prepared: OrderedDict[str, PreparedWorkflow] = OrderedDict()

@@ -35,6 +35,10 @@ class NodeStarted(Event):
     kind: ClassVar[str] = "node_started"
     node_id: str = ""
     node_type: str = ""
+    display_node_id: str = ""
+    """The id editors show (for a node an expansion added: the node that expanded)."""
+    reason: str = ""
+    """Why it runs instead of coming from the cache."""
 
 
 @dataclass
@@ -78,6 +82,7 @@ class NodeFinished(Event):
     node_type: str = ""
     seconds: float = 0.0
     ui: dict[str, Any] | None = None
+    display_node_id: str = ""
 
 
 @dataclass
@@ -87,6 +92,7 @@ class NodeFailed(Event):
     node_type: str = ""
     error: str = ""
     error_type: str = ""
+    display_node_id: str = ""
 
 
 @dataclass

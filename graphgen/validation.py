@@ -20,12 +20,19 @@ from graphgen.workflow import MAX_NESTING, Link, Workflow, nesting_depth, parse_
 
 @dataclass
 class PreparedNode:
-    """A node ready to run: constants checked, links resolved to (source id, output index)."""
+    """A node ready to run: constants checked, links resolved to (source id, output index).
+
+    Nodes a running node added by expansion also record that node (`parent`), the id editors
+    show for them (`display_id`) and their inputs as the expansion wrote them (`raw_inputs`).
+    """
 
     node_id: str
     spec: NodeSpec
     constants: dict[str, Any]
     links: dict[str, tuple[str, int]]
+    parent: str | None = None
+    display_id: str | None = None
+    raw_inputs: dict[str, Any] | None = None
 
 
 @dataclass
