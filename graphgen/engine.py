@@ -25,7 +25,7 @@ from graphgen import compat
 from graphgen.cache import OutputCache
 from graphgen.context import EngineSettings
 from graphgen.events import Event
-from graphgen.executor import Executor, RunResult
+from graphgen.executor import Executor, RunResult, settings_for_run
 from graphgen.models import ModelStore
 from graphgen.overrides import apply_overrides
 from graphgen.registry import NodeRegistry, default_registry
@@ -80,19 +80,26 @@ class Engine:
         self._run_lock = threading.Lock()
         self._prepared: OrderedDict[str, PreparedWorkflow] = OrderedDict()
 
-    def prepare(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> PreparedWorkflow:
+    def prepare(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None, *,
+                partial: bool = False) -> PreparedWorkflow:
         """Load, apply overrides and validate; raises `WorkflowError` listing every problem.
+
+        With `partial`, output nodes that cannot run are left out (their problems in
+        `PreparedWorkflow.issues`) while the others run, as ComfyUI's server does; it raises only
+        when no output node is valid.
 
         ComfyUI editor (UI) workflows, and PNGs carrying a workflow, are converted here with this
         engine's node schemas. Validations are memoized by content (an app re-running the same workflow pays for the
         check once), unless a node's allowed values are computed at validation time.
         """
         key = self._prepare_key(workflow, overrides)
+        if key is not None and partial:
+            key += ":partial"
         if key is not None and key in self._prepared:
             self._prepared.move_to_end(key)
             return self._prepared[key]
         prepared = validate(apply_overrides(load_workflow(workflow, self.registry), overrides, self.registry),
-                            self.registry)
+                            self.registry, partial=partial)
         if key is not None and not prepared.has_dynamic_choices:
             self._prepared[key] = prepared
             while len(self._prepared) > PREPARED_MEMO_SIZE:
@@ -138,6 +145,8 @@ class Engine:
         force: Iterable[str] = (),
         outputs: Iterable[str] | None = None,
         use_cache: bool = True,
+        output_dir: str | os.PathLike[str] | None = None,
+        extra_pnginfo: dict[str, Any] | None = None,
     ) -> RunResult:
         """Run a workflow.
 
@@ -148,6 +157,9 @@ class Engine:
             force: Node ids to re-run even when their results are cached.
             outputs: Output node ids to produce (default: all output nodes).
             use_cache: False runs every needed node and leaves the cache untouched.
+            output_dir: Where this run's output nodes write (default: the engine's folder);
+                per run, so the engine's settings are never rewritten.
+            extra_pnginfo: What ComfyUI's hidden EXTRA_PNGINFO input holds (default: the workflow).
 
         Returns:
             The `RunResult`. A failing node does not raise: see `result.failed`.
@@ -160,7 +172,9 @@ class Engine:
         with self._run_lock:
             self._cancel.clear()
             return self._executor.run(prepared, emit=emit, cancel_event=self._cancel, force=force,
-                                      targets=outputs, use_cache=use_cache)
+                                      targets=outputs, use_cache=use_cache,
+                                      settings=settings_for_run(self.settings, output_dir),
+                                      extra_pnginfo=extra_pnginfo)
 
     def run_batch(self, workflow: WorkflowSource, jobs: Any = None, *, executor: Any = "local",
                   **options: Any) -> Any:

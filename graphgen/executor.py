@@ -32,7 +32,13 @@ from typing import Any
 
 from graphgen.blocker import ExecutionBlocker
 from graphgen.cache import CachePolicy, OutputCache
-from graphgen.context import Cancelled, EngineSettings, NodeContext, reset_current_context, set_current_context
+from graphgen.context import (
+    Cancelled,
+    EngineSettings,
+    NodeContext,
+    reset_current_context,
+    set_current_context,
+)
 from graphgen.errors import NodeError
 from graphgen.events import (
     Event,
@@ -45,7 +51,15 @@ from graphgen.events import (
     RunStarted,
 )
 from graphgen.live_graph import ExpansionError, LiveGraph, is_link
-from graphgen.mapping import Outputs, blocked_values, blocker_in, call_inputs, merge_outputs, merge_ui, single_values
+from graphgen.mapping import (
+    Outputs,
+    blocked_values,
+    blocker_in,
+    call_inputs,
+    merge_outputs,
+    merge_ui,
+    single_values,
+)
 from graphgen.plan import execution_order
 from graphgen.resources import ResourceCache
 from graphgen.spec import ExecutionOutcome, NodeSpec
