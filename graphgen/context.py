@@ -124,7 +124,7 @@ class NodeContext:
 
     def send(self, event: str, data: Any) -> None:
         """Send an arbitrary message to whoever watches the run (the server's websocket clients)."""
-        self._emit(NodeMessage(run_id=self.run_id, node_id=self.node_id, event=event, data=data))
+        self._emit(NodeMessage(run_id=self.run_id, node_id=self.node_id, message=event, data=data))
 
     @property
     def output_dir(self) -> Path:

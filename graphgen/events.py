@@ -71,7 +71,9 @@ class NodeMessage(Event):
 
     kind: ClassVar[str] = "node_message"
     node_id: str = ""
-    event: str = ""
+    message: str = ""
+    """The message's type (ComfyUI's `event` argument; named so that it does not clash with the
+    JSON form's `"event": "node_message"`)."""
     data: Any = None
 
 

@@ -112,7 +112,7 @@ class RunMessages:
                 self.message("executed", {"node": event.node_id, "display_node": event.display_node_id or event.node_id,
                                           "output": output, "prompt_id": pid})
         elif isinstance(event, NodeMessage):
-            self._send({"type": event.event, "data": event.data})
+            self._send({"type": event.message, "data": event.data})
         elif isinstance(event, NodeFailed) and not self.error_sent:
             self.error_sent = True
             # Errors are reported on the node the user sees (an expanded node's: the one that expanded).
