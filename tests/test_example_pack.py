@@ -85,7 +85,7 @@ def test_example_pack_runs_from_graphgen_serve(tmp_path):
                     break
             async with session.get(f"/history/{prompt_id}") as answer:
                 history = (await answer.json())[prompt_id]
-            async with session.get("/object_info/SchemaScaleInt") as answer:
+            async with session.get("/object_info") as answer:
                 info = await answer.json()
             await ws.close()
             return messages, history, info
@@ -100,4 +100,6 @@ def test_example_pack_runs_from_graphgen_serve(tmp_path):
     assert "5" not in ran
     assert history["outputs"]["8"]["text"] == [RESULT] and history["outputs"]["10"]["text"] == [SCALED]
     assert info["SchemaScaleInt"]["input"]["required"]["factor"][0] == ["x2", "x3"]
+    assert info["ExampleMakeList"]["output_is_list"] == [True]
+    assert info["ExampleLazySwitch"]["input"]["required"]["on_true"] == ["*", {"lazy": True}]
     assert _texts(tmp_path / "out") == {"example/result_00001_.txt": RESULT, "example/scaled_00001_.txt": SCALED}

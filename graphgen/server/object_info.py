@@ -47,6 +47,8 @@ def input_definition(spec: InputSpec, choices_override: list[Any] | None = None)
         options["tooltip"] = spec.description
     if spec.has_default:
         options["default"] = _json_value(spec.default)
+    if spec.lazy:
+        options["lazy"] = True
     if not is_widget(spec):
         if spec.force_link and any(t in WIDGET_TYPES or t == COMBO for t in split_types(spec.type)):
             options["forceInput"] = True
@@ -126,7 +128,8 @@ def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, 
         "input": input_section,
         "input_order": order,
         "output": [o.type for o in spec.outputs],
-        "output_is_list": [False for _ in spec.outputs],
+        "output_is_list": [bool(spec.output_is_list[i]) if i < len(spec.output_is_list) else False
+                           for i in range(len(spec.outputs))],
         "output_name": [o.name or o.type for o in spec.outputs],
         "output_tooltips": [o.description for o in spec.outputs],
         "name": spec.type_name,
