@@ -74,7 +74,7 @@ def classic_class(cls: type[io.ComfyNode]) -> type:
     hidden_names = tuple(hidden)
     outputs = len(schema.outputs)
 
-    def with_hidden(kwargs: dict[str, Any]) -> type:
+    def with_hidden(kwargs: dict[str, Any]) -> type[io.ComfyNode]:
         values = {name: kwargs.pop(name, None) for name in hidden_names}
         # A subclass per call holds `cls.hidden`, so that concurrent calls don't share it.
         return type(cls.__name__, (cls,), {"hidden": io.HiddenHolder(values)})
@@ -99,7 +99,8 @@ def classic_class(cls: type[io.ComfyNode]) -> type:
     }
     if inspect.iscoroutinefunction(cls.execute):
         async def execute_async(self: Any, **kwargs: Any) -> Any:
-            return _normalized(await with_hidden(kwargs).execute(**kwargs), outputs)
+            coroutine: Any = with_hidden(kwargs).execute(**kwargs)  # an `async def execute`
+            return _normalized(await coroutine, outputs)
 
         namespace[_FUNCTION] = execute_async
     else:

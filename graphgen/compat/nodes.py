@@ -29,7 +29,7 @@ def interrupt_processing(value: bool = True) -> None:
 
 
 def _images() -> Any:
-    from graphgen_nodes.kolors import images
+    from graphgen_nodes.kolors import images  # type: ignore[import-not-found,unused-ignore]
 
     return images
 

@@ -52,7 +52,7 @@ class PromptServer:
 
     def route_defs(self) -> list[web.AbstractRouteDef]:
         """The routes packs declared, that aiohttp can serve."""
-        served = []
+        served: list[web.AbstractRouteDef] = []
         for route in self.routes:
             handler = getattr(route, "handler", None)
             if isinstance(route, web.StaticDef):
