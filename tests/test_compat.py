@@ -259,3 +259,13 @@ def test_pack_routes_are_served_and_send_sync_reaches_clients(tmp_path):
         finally:
             hub.publish = original  # type: ignore[method-assign]
         assert sent == [("abc", {"type": "pack.hello", "data": {"n": 1}})]
+
+
+def test_every_compat_package_is_installed_under_graphgens_name_only():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    declared = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "graphgen" / "compat").rglob("__init__.py")}
+    assert found <= declared
+    assert not declared & {"comfy", "comfy_api", "comfy_execution", "server", "folder_paths", "nodes"}
