@@ -48,9 +48,10 @@ PROVIDED: dict[str, str] = {
 }
 _PREFIX = "graphgen.compat."
 
-_lock = threading.RLock()
+_lock = threading.Lock()
 _depth = 0
-_saved: dict[str, ModuleType | None] = {}
+_saved: dict[str, ModuleType] = {}
+_entered: list[bool] = []  # non-empty while our modules are in sys.modules
 _modules: dict[str, ModuleType] | None = None
 _real_comfyui: bool | None = None
 
@@ -85,9 +86,11 @@ def enter() -> None:
         _depth += 1
         if _depth > 1 or real_comfyui_present():
             return
-        for alias, module in _load().items():
-            _saved[alias] = sys.modules.get(alias)
-            sys.modules[alias] = module
+        modules = _load()
+        # Only names something else held need putting back later (usually none).
+        _saved.update({alias: sys.modules[alias] for alias in modules if alias in sys.modules})
+        _entered.append(True)
+        sys.modules.update(modules)
 
 
 def leave() -> None:
@@ -95,15 +98,17 @@ def leave() -> None:
     global _depth
     with _lock:
         _depth -= 1
-        if _depth > 0 or not _saved:
+        if _depth > 0 or not _entered:
             return
-        modules = _load()
-        for alias, previous in _saved.items():
-            if sys.modules.get(alias) is modules[alias]:
+        _entered.clear()
+        modules_now = sys.modules
+        for alias, module in _load().items():
+            if modules_now.get(alias) is module:
+                previous = _saved.get(alias)
                 if previous is None:
-                    del sys.modules[alias]
+                    del modules_now[alias]
                 else:
-                    sys.modules[alias] = previous
+                    modules_now[alias] = previous
         _saved.clear()
 
 
@@ -136,8 +141,11 @@ def scoped(fn: F) -> F:
     else:
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with scope():
+            enter()  # (not `with scope()`: this runs for every node call, and a generator costs)
+            try:
                 result = fn(*args, **kwargs)
+            finally:
+                leave()
             if inspect.iscoroutine(result):  # an async node's coroutine runs later: keep the scope then
                 return _in_scope(result)
             return result
