@@ -269,3 +269,45 @@ def test_every_compat_package_is_installed_under_graphgens_name_only():
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "graphgen" / "compat").rglob("__init__.py")}
     assert found <= declared
     assert not declared & {"comfy", "comfy_api", "comfy_execution", "server", "folder_paths", "nodes"}
+
+
+def test_model_management_answers_device_questions_without_a_run():
+    import torch
+
+    from graphgen.compat.comfy import model_management as mm
+
+    device = mm.get_torch_device()
+    assert isinstance(device, torch.device)
+    assert mm.get_torch_device_name(torch.device("cpu")) == "cpu"
+    assert mm.get_total_memory(torch.device("cpu")) > mm.get_free_memory(torch.device("cpu")) > 0
+    assert mm.OOM_EXCEPTION is torch.cuda.OutOfMemoryError and mm.total_ram > 0
+    assert mm.InterruptProcessingException.__mro__[1] is BaseException  # not swallowed by `except Exception`
+    mm.throw_exception_if_processing_interrupted()  # outside a run: nothing to interrupt
+    assert not mm.processing_interrupted()
+
+
+def test_interrupt_inside_a_node_cancels_the_run(tmp_path):
+    (tmp_path / "stopper.py").write_text(textwrap.dedent("""
+        import comfy.model_management
+        from comfy.utils import ProgressBar
+
+        class Stopper:
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"steps": ("INT", {"default": 5})}}
+            RETURN_TYPES = ("INT",)
+            FUNCTION = "go"
+            OUTPUT_NODE = True
+            def go(self, steps):
+                bar = ProgressBar(steps)
+                bar.update(1)
+                comfy.model_management.interrupt_current_processing()
+                bar.update(1)  # a progress update honours the cancel
+                raise AssertionError("not reached")
+        NODE_CLASS_MAPPINGS = {"Stopper": Stopper}
+    """))
+    engine = Engine(output_dir=tmp_path / "out", plugins=[tmp_path])
+    events: list = []
+    result = engine.run({"1": {"class_type": "Stopper", "inputs": {"steps": 5}}}, on_event=events.append)
+    assert result.status == "cancelled"
+    assert [(e.value, e.total) for e in events if e.kind == "node_progress"] == [(1, 5), (2, 5)]

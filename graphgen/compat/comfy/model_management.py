@@ -57,13 +57,32 @@ def _state() -> tuple[VRAMState, CPUState]:
     return VRAMState.DISABLED, CPUState.CPU
 
 
+directml_enabled = False
+
+
 def __getattr__(name: str) -> Any:
-    # vram_state / cpu_state are module variables in ComfyUI, computed here on first use (no torch at import).
+    # Module variables in ComfyUI, computed here on first use (no torch import when the pack loads).
     if name == "vram_state":
         return _state()[0]
     if name == "cpu_state":
         return _state()[1]
+    if name == "OOM_EXCEPTION":
+        return _torch().cuda.OutOfMemoryError
+    if name in ("total_vram", "total_ram"):  # in MiB, as ComfyUI keeps them
+        device = get_torch_device() if name == "total_vram" else _torch().device("cpu")
+        return get_total_memory(device) / (1024 * 1024)
     raise AttributeError(f"module 'comfy.model_management' has no attribute {name!r} (graphgen does not provide it)")
+
+
+def get_torch_device_name(device: Any) -> str:
+    """`"cpu"`, or the device and the card's name (`"cuda:0 NVIDIA H100"`)."""
+    if getattr(device, "type", "cpu") == "cuda":
+        return f"{device} {_torch().cuda.get_device_name(device)}"
+    return str(getattr(device, "type", device))
+
+
+def is_amd() -> bool:
+    return bool(getattr(_torch().version, "hip", None)) and get_torch_device().type == "cuda"
 
 
 def intermediate_device() -> Any:
