@@ -249,6 +249,8 @@ def test_pack_routes_are_served_and_send_sync_reaches_clients(tmp_path):
         with urllib.request.urlopen(server.url + "/example_pack/samplers") as answer:
             body = json.loads(answer.read())
         assert body == {"samplers": ["euler", "euler_cfg_pp", "euler_ancestral"], "output": "out"}
+        with urllib.request.urlopen(server.url + "/api/example_pack/samplers") as answer:
+            assert json.loads(answer.read()) == body
         sent: list[tuple[str | None, dict]] = []
         hub = server.state.hub
         original = hub.publish

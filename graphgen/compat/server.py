@@ -4,7 +4,8 @@
   (graphgen's events: `graphgen serve` passes it to websocket clients as `{"type": event, "data": data}`);
   outside a run it goes straight to the attached server, if any.
 - `PromptServer.instance.routes` is an aiohttp `RouteTableDef` packs decorate at import; `graphgen
-  serve` serves the routes whose handlers are plain aiohttp handlers.
+  serve` serves the routes whose handlers are plain aiohttp handlers (also under `/api`), after its
+  own: a pack cannot replace one of graphgen's routes.
 """
 
 from __future__ import annotations
@@ -58,8 +59,12 @@ class PromptServer:
             if isinstance(route, web.StaticDef):
                 served.append(route)
             elif isinstance(route, web.RouteDef) and callable(handler):
-                # The handler may import ComfyUI's modules when called: it runs in their scope.
-                served.append(web.RouteDef(route.method, route.path, compat.scoped(handler), route.kwargs))
+                # The handler may import ComfyUI's modules when called: it runs in their scope. As in
+                # ComfyUI, it answers under `/api` too (where the editor's `api.fetchApi` asks).
+                wrapped = compat.scoped(handler)
+                served.append(web.RouteDef(route.method, route.path, wrapped, route.kwargs))
+                if not route.path.startswith("/api/"):
+                    served.append(web.RouteDef(route.method, "/api" + route.path, wrapped, dict(route.kwargs)))
             else:
                 log.warning("pack route %r is not a plain aiohttp handler: not served", route)
         return served
