@@ -169,7 +169,9 @@ class Engine:
         """
         prepared = workflow if isinstance(workflow, PreparedWorkflow) else self.prepare(workflow, overrides)
         emit = on_event or _ignore
-        with self._run_lock:
+        # A run with ComfyUI-style nodes keeps ComfyUI's modules importable throughout (one scope,
+        # rather than one per node call).
+        with self._run_lock, compat.scope_for(node.spec for node in prepared.nodes.values()):
             self._cancel.clear()
             return self._executor.run(prepared, emit=emit, cancel_event=self._cancel, force=force,
                                       targets=outputs, use_cache=use_cache,

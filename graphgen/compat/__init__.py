@@ -19,8 +19,8 @@ import importlib.machinery
 import inspect
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -125,6 +125,13 @@ def scope() -> Iterator[None]:
         yield
     finally:
         leave()
+
+
+def scope_for(specs: Iterable[Any]) -> AbstractContextManager[None]:
+    """`scope()` when one of these node specs runs pack code in it (see `scoped`), else nothing."""
+    if any(getattr(spec.execute, "__graphgen_compat_scoped__", False) for spec in specs):
+        return scope()
+    return nullcontext()
 
 
 def scoped(fn: F) -> F:
