@@ -81,9 +81,7 @@ def load_image(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """Converts ``[H, W, 3]`` (or ``[1, H, W, 3]``) floats in ``[0, 1]`` to an 8-bit RGB image.
 
-    Values are clamped, scaled by 255 and truncated, as ComfyUI's SaveImage does: a PNG graphgen
-    writes for a tensor is byte for byte the one ComfyUI writes (ComfyUI's conformance suite
-    checks exact pixel values: 0.25 is saved as 63).
+    Values are clamped, scaled by 255 and rounded (as diffusers' ``numpy_to_pil``).
 
     Raises:
         ValueError: If the shape is not ``[H, W, 3]``.
@@ -92,7 +90,7 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
         image = image[0]
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must be [H, W, 3], got {tuple(image.shape)}")
-    arr = (image.detach().to(torch.float32).clamp(0, 1) * 255.0).to(torch.uint8).cpu().numpy()
+    arr = (image.detach().to(torch.float32).clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
     return Image.fromarray(arr)
 
 
