@@ -34,6 +34,15 @@ def _images() -> Any:
     return images
 
 
+def _levels(image: Any) -> Any:
+    """The image on ComfyUI's 8-bit levels (truncated), as ComfyUI's SaveImage writes it."""
+    try:
+        from graphgen_nodes.core.io_nodes import comfy_levels  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # a graphgen without the core pack: its own rounding
+        return image
+    return comfy_levels(image)
+
+
 class SaveImage:
     """Save images as numbered PNGs in the output folder (never overwriting), metadata embedded."""
 
@@ -64,7 +73,7 @@ class SaveImage:
             chunks[str(key)] = json.dumps(value)
         results = []
         for image in images:
-            path = save_png(image, self.output_dir, filename_prefix + self.prefix_append, chunks,
+            path = save_png(_levels(image), self.output_dir, filename_prefix + self.prefix_append, chunks,
                             compress_level=self.compress_level)
             subfolder = os.path.relpath(path.parent, os.path.abspath(self.output_dir))
             results.append({"filename": path.name, "subfolder": "" if subfolder == "." else subfolder,
