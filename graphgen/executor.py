@@ -245,13 +245,24 @@ class _Run:
             for node_id in self.known:
                 if node_id not in self.outputs and node_id not in result.failed and node_id not in result.skipped:
                     result.skipped[node_id] = "the run was cancelled"
-        elif result.failed:
-            result.status = "failed"
+        else:
+            self._report_unneeded_cached()
+            if result.failed:
+                result.status = "failed"
         result.seconds = time.perf_counter() - started
         self.emit(RunFinished(run_id=result.run_id, status=result.status, executed=list(result.executed),
                               cached=list(result.cached), failed=list(result.failed),
                               skipped=list(result.skipped), seconds=result.seconds))
         return result
+
+    def _report_unneeded_cached(self) -> None:
+        """Nodes the run did not need (behind lazy inputs or cached consumers) whose results are
+        cached are reported as cached, as ComfyUI reports every cached node of a prompt."""
+        for node_id in self.order:
+            if node_id not in self.known and node_id not in self.broken and self.policy.recheck(node_id) is not None:
+                self.result.cached.append(node_id)
+                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id,
+                                     node_type=self.live.node(node_id).spec.type_name))
 
     # -- joining nodes -------------------------------------------------------------------------------
     def _add_key(self, node: PreparedNode) -> None:
