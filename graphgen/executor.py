@@ -259,10 +259,14 @@ class _Run:
         """Nodes the run did not need (behind lazy inputs or cached consumers) whose results are
         cached are reported as cached, as ComfyUI reports every cached node of a prompt."""
         for node_id in self.order:
-            if node_id not in self.known and node_id not in self.broken and self.policy.recheck(node_id) is not None:
+            if node_id in self.known or node_id in self.broken:
+                continue
+            cached = self.policy.recheck(node_id)
+            if cached is not None:
+                spec = self.live.node(node_id).spec
                 self.result.cached.append(node_id)
-                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id,
-                                     node_type=self.live.node(node_id).spec.type_name))
+                self.result.outputs[node_id] = single_values(spec, cached.values)
+                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
 
     # -- joining nodes -------------------------------------------------------------------------------
     def _add_key(self, node: PreparedNode) -> None:

@@ -46,13 +46,13 @@ class NSwitch(Node):
     """Picks one of two lazily computed values."""
 
     inputs = [Bool("use_first", default=True), Int("first", lazy=True, force_link=True),
-              Int("second", lazy=True, force_link=True)]
+              Int("second", lazy=True, force_link=True), Int("tag", default=0)]
     outputs = [Output("INT", "value")]
 
-    def check_lazy_status(self, use_first: bool, first: int | None, second: int | None) -> list[str]:
+    def check_lazy_status(self, use_first: bool, first: int | None, second: int | None, tag: int) -> list[str]:
         return ["first"] if use_first and first is None else ["second"] if not use_first and second is None else []
 
-    def run(self, use_first: bool, first: int | None, second: int | None) -> int:
+    def run(self, use_first: bool, first: int | None, second: int | None, tag: int) -> int:
         _called(self.ctx)
         return first if use_first else second  # type: ignore[return-value]
 
