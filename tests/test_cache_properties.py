@@ -105,7 +105,7 @@ def lazy_dags(draw):
     n = draw(st.integers(min_value=2, max_value=18))
     nodes: dict[str, Any] = {"0": {"class_type": "NConst", "inputs": {"value": 0}}}
     for i in range(1, n):
-        def pick() -> list[Any]:
+        def pick(i: int = i) -> list[Any]:
             return [str(draw(st.integers(min_value=0, max_value=i - 1))), 0]
         kind = draw(st.sampled_from(["const", "add", "switch", "countdown"]))
         if kind == "const":
