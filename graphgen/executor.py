@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -65,9 +65,7 @@ from graphgen.resources import ResourceCache
 from graphgen.spec import ExecutionOutcome, NodeSpec
 from graphgen.validation import PreparedNode, PreparedWorkflow
 
-# Hidden input types the executor fills (ComfyUI's names).
-UNIQUE_ID, PROMPT, EXTRA_PNGINFO, DYNPROMPT = "UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO", "DYNPROMPT"
-HIDDEN_KINDS = frozenset({UNIQUE_ID, PROMPT, EXTRA_PNGINFO, DYNPROMPT})
+UNIQUE_ID, PROMPT, EXTRA_PNGINFO = "UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO"
 POLL_SECONDS = 0.05  # how often a run waiting on async nodes looks for a cancel
 
 
@@ -188,6 +186,7 @@ class _Run:
         self.cancel_event = cancel_event
         self.settings = settings
         self.live = LiveGraph(prepared, executor.registry)
+        self.nodes = self.live.nodes  # every node of the run, by id (expansions add to it)
         self.policy = CachePolicy(executor.cache, settings, force, use_cache)
         self.targets = list(prepared.output_nodes if targets is None else targets)
         self.order = execution_order(prepared, targets)
@@ -212,9 +211,10 @@ class _Run:
         started = time.perf_counter()
         result = self.result
         for node_id in self.order:
-            self._add_key(self.live.node(node_id))
-        first = self._closure(self.targets)
-        result.node_types = {n: self.live.node(n).spec.type_name for n in first}
+            self._add_key(self.nodes[node_id])
+        # Without lazy inputs the planned order is exactly what the targets need.
+        first = list(self.order) if not self._any_lazy() else self._closure(self.targets)
+        result.node_types = {n: self.nodes[n].spec.type_name for n in first}
         self.emit(RunStarted(run_id=result.run_id, nodes=list(first), node_types=dict(result.node_types)))
         self._join(first)
         while True:
@@ -223,7 +223,9 @@ class _Run:
                 break
             if self.ready:
                 _, node_id = heapq.heappop(self.ready)
-                await self._step(node_id)
+                waiting = self._step(node_id)
+                if waiting is not None:  # a lazy check that must be awaited
+                    await waiting
                 if self.tasks:
                     await asyncio.sleep(0)  # let running async nodes make progress between sync ones
                     self._collect(asyncio.Future.done)
@@ -255,6 +257,10 @@ class _Run:
                               skipped=list(result.skipped), seconds=result.seconds))
         return result
 
+    def _any_lazy(self) -> bool:
+        nodes = self.nodes
+        return any(nodes[n].spec.lazy_inputs for n in self.order)
+
     def _report_unneeded_cached(self) -> None:
         """Nodes the run did not need (behind lazy inputs or cached consumers) whose results are
         cached are reported as cached, as ComfyUI reports every cached node of a prompt."""
@@ -263,7 +269,7 @@ class _Run:
                 continue
             cached = self.policy.recheck(node_id)
             if cached is not None:
-                spec = self.live.node(node_id).spec
+                spec = self.nodes[node_id].spec
                 self.result.cached.append(node_id)
                 self.result.outputs[node_id] = single_values(spec, cached.values)
                 self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
@@ -284,15 +290,15 @@ class _Run:
         for other in execution_order(self.prepared, [node_id]):
             if other not in self.rank:
                 self.rank[other] = (len(self.rank),)
-                self._add_key(self.live.node(other))
+                self._add_key(self.nodes[other])
 
-    def _strong_sources(self, node: PreparedNode) -> Iterable[str]:
-        inputs = node.spec.inputs
-        requested = self.requested.get(node.node_id)
-        for name, (src, _) in node.links.items():
-            declared = inputs.get(name)
-            if declared is None or not declared.lazy or (requested is not None and name in requested):
-                yield src
+    def _strong_sources(self, node: PreparedNode) -> list[str]:
+        """The sources a node waits for: all linked ones but lazy inputs it has not asked for."""
+        lazy = node.spec.lazy_inputs
+        if not lazy:
+            return [src for src, _ in node.links.values()]
+        requested = self.requested.get(node.node_id, ())
+        return [src for name, (src, _) in node.links.items() if name not in lazy or name in requested]
 
     def _closure(self, start: Iterable[str]) -> list[str]:
         """Nodes not yet in the run that `start` needs through non-lazy links, in run order."""
@@ -308,7 +314,7 @@ class _Run:
                 self._ensure_known(node_id)
             new.add(node_id)
             found.append(node_id)
-            stack.extend(s for s in self._strong_sources(self.live.node(node_id)) if s not in new and s not in seen)
+            stack.extend(s for s in self._strong_sources(self.nodes[node_id]) if s not in new and s not in seen)
         found.sort(key=self.rank.__getitem__)
         return found
 
@@ -322,15 +328,15 @@ class _Run:
             cached = self.policy.lookup(node_id)
             if cached is not None:
                 self.result.cached.append(node_id)
-                node = self.live.node(node_id)
+                node = self.nodes[node_id]
                 self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name))
                 self._done(node_id, cached.values, cached.ui)
                 continue
-            self._wait_for(node_id, self._strong_sources(self.live.node(node_id)))
+            self._wait_for(node_id, self._strong_sources(self.nodes[node_id]))
 
     def _wait_for(self, node_id: str, sources: Iterable[str]) -> None:
         count = 0
-        for src in set(sources):
+        for src in dict.fromkeys(sources):
             if src in self.outputs:
                 continue
             if src in self.broken:
@@ -345,7 +351,7 @@ class _Run:
     def _done(self, node_id: str, outputs: Outputs, ui: dict[str, Any] | None) -> None:
         self.outputs[node_id] = outputs
         self.waiting.pop(node_id, None)
-        node = self.live.node(node_id)
+        node = self.nodes[node_id]
         self.result.outputs[node_id] = single_values(node.spec, outputs)
         if ui:
             self.result.ui[node_id] = ui
@@ -358,29 +364,79 @@ class _Run:
                 heapq.heappush(self.ready, (self.rank[waiter], waiter))
 
     # -- running one node ---------------------------------------------------------------------------
-    async def _step(self, node_id: str) -> None:
+    def _step(self, node_id: str) -> Coroutine[Any, Any, None] | None:
+        """Run a ready node (or finish its expansion); returns a coroutine when it must await
+        its lazy check first. Kept synchronous: most nodes need no awaiting."""
         if node_id in self.broken or node_id in self.outputs:
-            return
-        node = self.live.node(node_id)
+            return None
+        node = self.nodes[node_id]
         spec = node.spec
         if node_id in self.expanding:
             self._resolve_expansion(node)
-            return
+            return None
         if node_id not in self.started:
             cached = self.policy.recheck(node_id)
             if cached is not None:
                 self.result.cached.append(node_id)
                 self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
                 self._done(node_id, cached.values, cached.ui)
-                return
+                return None
             self.started[node_id] = time.perf_counter()
             reason = self.policy.reason(node_id)
             self.result.reasons[node_id] = reason
             self.emit(NodeStarted(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
                                   display_node_id=node.display_id or node_id, reason=reason))
         inputs = self._inputs(node)
-        if spec.check_lazy is not None and await self._needs_more(node, inputs):
-            return
+        if spec.check_lazy is not None:
+            return self._call_after_lazy_check(node, inputs)
+        self._call(node, inputs)
+        return None
+
+    async def _call_after_lazy_check(self, node: PreparedNode, inputs: dict[str, list[Any]]) -> None:
+        if not await self._needs_more(node, inputs):
+            self._call(node, inputs)
+
+    def _call(self, node: PreparedNode, inputs: dict[str, list[Any]]) -> None:
+        """Call a node once per item of its inputs (list mapping), or start its async calls."""
+        spec = node.spec
+        node_id = node.node_id
+        single = not spec.input_is_list
+        if single:
+            kwargs = {}
+            for name, items in inputs.items():
+                if len(items) != 1:
+                    single = False
+                    break
+                kwargs[name] = items[0]
+        if single:
+            # The usual case: one call. Only the blocker check and the call itself remain.
+            if ExecutionBlocker not in map(type, kwargs.values()):
+                ctx = self._context(node, 0)
+                token = set_current_context(ctx)
+                try:
+                    returned = spec.execute(ctx, kwargs)
+                except Cancelled:
+                    self._cancelled(node)
+                    return
+                except Exception as exc:
+                    self._fail(node_id, exc)
+                    return
+                finally:
+                    reset_current_context(token)
+                    if ctx.warnings:
+                        self.result.warnings.setdefault(node_id, []).extend(ctx.warnings)
+                if type(returned) is ExecutionOutcome and returned.expand is None:
+                    values = returned.values
+                    if len(values) == len(spec.outputs) and not spec.output_is_list:
+                        self._finished(node, tuple([v] for v in values), returned.ui)
+                        return
+                if inspect.isawaitable(returned):
+                    future = _ensure_future_in(ctx, returned)
+                    self.tasks[asyncio.gather(future, return_exceptions=True)] = (node_id, [future],
+                                                                                  self.started[node_id])
+                    return
+                self._finish(node, [returned])
+                return
         calls: list[Any] = []
         pending = False
         try:
@@ -396,8 +452,7 @@ class _Run:
                 try:
                     returned = spec.execute(ctx, kwargs)
                     if inspect.isawaitable(returned):
-                        # The task copies the context now, so the node's helpers see `ctx`.
-                        returned = asyncio.ensure_future(returned)
+                        returned = _ensure_future_in(ctx, returned)
                         pending = True
                 finally:
                     reset_current_context(token)
@@ -419,7 +474,7 @@ class _Run:
     def _collect(self, done: Callable[[asyncio.Future[Any]], bool]) -> None:
         for future in [f for f in self.tasks if done(f)]:
             node_id, calls, _ = self.tasks.pop(future)
-            node = self.live.node(node_id)
+            node = self.nodes[node_id]
             results = future.result()
             for value in results:
                 if isinstance(value, Cancelled) or isinstance(value, asyncio.CancelledError):
@@ -436,18 +491,17 @@ class _Run:
         """Each input as a list of items (missing lazy values are [None])."""
         inputs: dict[str, list[Any]] = {name: [value] for name, value in node.constants.items()}
         outputs = self.outputs
-        declared = node.spec.inputs
+        spec = node.spec
+        raw = spec.raw_link_inputs
         for name, (src, index) in node.links.items():
-            spec = declared.get(name)
-            if spec is not None and spec.raw_link:
+            if raw and name in raw:
                 inputs[name] = [[src, index]]
             elif src in outputs:
                 inputs[name] = outputs[src][index]
             else:
                 inputs[name] = [None]  # a lazy input not computed (yet)
-        for name, spec in declared.items():
-            if spec.hidden and spec.type in HIDDEN_KINDS:
-                inputs[name] = [self._hidden(node, spec.type)]
+        for name, kind in spec.engine_hidden:
+            inputs[name] = [self._hidden(node, kind)]
         return inputs
 
     def _hidden(self, node: PreparedNode, kind: str) -> Any:
@@ -595,7 +649,7 @@ class _Run:
 
     # -- failures ----------------------------------------------------------------------------------
     def _fail(self, node_id: str, exc: BaseException, prefix: str = "") -> None:
-        node = self.live.node(node_id)
+        node = self.nodes[node_id]
         message = prefix + (str(exc) or type(exc).__name__)
         error = NodeError(node_id=node_id, node_type=node.spec.type_name, message=message,
                           error_type=type(exc).__name__, traceback="".join(traceback.format_exception(exc)))
@@ -625,14 +679,14 @@ class _Run:
     def _skip(self, node_id: str, because: str) -> None:
         if node_id in self.broken:
             return
-        source = self.live.node(because)
+        source = self.nodes[because]
         verb = "failed" if because in self.result.failed else "was skipped"
         reason = f"node {because} ({source.spec.type_name}) {verb}"
         self.broken.add(node_id)
         self.waiting.pop(node_id, None)
         self.expanding.pop(node_id, None)
         self.result.skipped[node_id] = reason
-        self.emit(NodeSkipped(run_id=self.result.run_id, node_id=node_id, node_type=self.live.node(node_id).spec.type_name,
+        self.emit(NodeSkipped(run_id=self.result.run_id, node_id=node_id, node_type=self.nodes[node_id].spec.type_name,
                               reason=reason))
         self._skip_waiters(node_id)
 
@@ -656,7 +710,7 @@ class _Run:
         that expanded (ComfyUI's rule), fail it, and let the rest go on."""
         blamed = next((n for n in stuck if self.live.get_display_node_id(n) != n), stuck[0])
         blamed = self.live.get_display_node_id(blamed)
-        node = self.live.node(blamed)
+        node = self.nodes[blamed]
         if blamed in self.broken:  # already reported: stop the stuck nodes waiting
             for n in stuck:
                 self.broken.add(n)
@@ -672,6 +726,16 @@ class _Run:
                 self.broken.add(n)
                 self.waiting.pop(n, None)
                 self.result.skipped[n] = f"it is part of a dependency cycle (reported on node {blamed})"
+
+
+def _ensure_future_in(ctx: NodeContext, awaitable: Any) -> asyncio.Future[Any]:
+    """Schedule an async node call; its task copies the current context now, so the node's
+    helpers (`current_context()`) see `ctx` across awaits."""
+    token = set_current_context(ctx)
+    try:
+        return asyncio.ensure_future(awaitable)
+    finally:
+        reset_current_context(token)
 
 
 def settings_for_run(settings: EngineSettings, output_dir: Any = None) -> EngineSettings:

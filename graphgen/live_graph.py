@@ -38,10 +38,11 @@ class LiveGraph:
         self.prepared = prepared
         self.registry = registry
         self.extra: dict[str, PreparedNode] = {}
+        self.nodes: dict[str, PreparedNode] = dict(prepared.nodes)
+        """Every node of the run by id, the expanded ones included."""
 
     def node(self, node_id: str) -> PreparedNode:
-        extra = self.extra.get(node_id)
-        return extra if extra is not None else self.prepared.nodes[node_id]
+        return self.nodes[node_id]
 
     # -- ComfyUI's DynamicPrompt interface (the DYNPROMPT hidden input) ---------------------------
     def has_node(self, node_id: str) -> bool:
@@ -108,6 +109,7 @@ class LiveGraph:
             self._resolve_inputs(node, new)
         order = _dependency_order(new)
         self.extra.update(new)
+        self.nodes.update(new)
         return [new[node_id] for node_id in order]
 
     def _resolve_inputs(self, node: PreparedNode, new: dict[str, PreparedNode]) -> None:

@@ -21,6 +21,9 @@ BOOLEAN = "BOOLEAN"
 COMBO = "COMBO"
 ANY = "*"
 CONSTANT_TYPES = frozenset({INT, FLOAT, STRING, BOOLEAN, COMBO})
+ENGINE_HIDDEN = frozenset({"UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO", "DYNPROMPT"})
+"""Hidden input types the executor fills (ComfyUI's names): the node id, the API prompt, the
+PNG info (`{"workflow": ...}`) and the run's live graph."""
 
 
 class _Missing:
@@ -228,6 +231,21 @@ class NodeSpec:
         """`output_is_list` padded to one flag per output."""
         flags = tuple(self.output_is_list)[: len(self.outputs)]
         return flags + (False,) * (len(self.outputs) - len(flags))
+
+    @functools.cached_property
+    def lazy_inputs(self) -> frozenset[str]:
+        """Names of the lazy inputs (computed once: the executor asks for every node)."""
+        return frozenset(name for name, spec in self.inputs.items() if spec.lazy)
+
+    @functools.cached_property
+    def engine_hidden(self) -> tuple[tuple[str, str], ...]:
+        """`(name, kind)` of hidden inputs the executor fills (UNIQUE_ID, PROMPT...)."""
+        return tuple((name, spec.type) for name, spec in self.inputs.items()
+                     if spec.hidden and spec.type in ENGINE_HIDDEN)
+
+    @functools.cached_property
+    def raw_link_inputs(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self.inputs.items() if spec.raw_link)
 
     def output_index(self, ref: int | str) -> int | None:
         """Index of an output given by index or by name, None when there is no such output."""
