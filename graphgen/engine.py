@@ -178,14 +178,6 @@ class Engine:
                                       settings=settings_for_run(self.settings, output_dir),
                                       extra_pnginfo=extra_pnginfo)
 
-    def run_batch(self, workflow: WorkflowSource, jobs: Any = None, *, executor: Any = "local",
-                  **options: Any) -> Any:
-        """Run a batch or sweep of jobs (see `graphgen.batch.run_batch`); locally this Engine serves
-        every job, so models load once; `executor="ray"` sends jobs to Ray actors, one per GPU."""
-        from graphgen.batch import run_batch
-
-        return run_batch(workflow, jobs, engine=self, executor=executor, **options)
-
     def cancel(self) -> None:
         """Ask the running workflow to stop at the next node or step. Safe from any thread."""
         self._cancel.set()
