@@ -31,7 +31,7 @@ The rest of the execution model is opt-in:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -224,7 +224,7 @@ class Node:
 
 
 def _make_executor(cls: type[Node], n_outputs: int) -> Any:
-    def execute(ctx: NodeContext, kwargs: dict[str, Any]) -> ExecutionOutcome:
+    def execute(ctx: NodeContext, kwargs: dict[str, Any]) -> ExecutionOutcome | Awaitable[ExecutionOutcome]:
         node = cls()
         node.ctx = ctx
         returned = node.run(**kwargs)

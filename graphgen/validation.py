@@ -110,7 +110,8 @@ def _split_outputs(outputs: list[str], issues: list[Issue], graph: nx.DiGraph) -
     if any(i.node_id is None for i in issues):
         return [], list(outputs)
     bad_nodes = {i.node_id for i in issues}
-    good, bad = [], []
+    good: list[str] = []
+    bad: list[str] = []
     for output in outputs:
         needed = nx.ancestors(graph, output) | {output}
         (bad if needed & bad_nodes else good).append(output)
