@@ -557,6 +557,8 @@ class _Run:
         self.requested.setdefault(node.node_id, set()).update(wanted)
         sources = [node.links[name][0] for name in wanted]
         new = self._closure(sources)
+        for other in new:
+            self.result.node_types[other] = self.nodes[other].spec.type_name
         self._wait_for(node.node_id, sources)
         self._join(new)
         return True
