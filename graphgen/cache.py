@@ -201,7 +201,7 @@ class CachePolicy:
         use_cache: False: nothing is read from or written to the cache.
     """
 
-    __slots__ = ("cache", "settings", "forced", "use_cache", "keys", "tainted", "storable")
+    __slots__ = ("cache", "settings", "forced", "use_cache", "keys", "tainted", "storable", "stored")
 
     def __init__(self, cache: OutputCache, settings: EngineSettings, force: Iterable[str] = (),
                  use_cache: bool = True) -> None:
@@ -212,6 +212,7 @@ class CachePolicy:
         self.keys: dict[str, str] = {}
         self.tainted: dict[str, str] = {}  # node id -> why it must run
         self.storable: set[str] = set()
+        self.stored: set[str] = set()  # keys this run stored
 
     def add(self, node: PreparedNode) -> str:
         """Compute a node's key (the keys of its sources first); raises what its fingerprint raises."""
@@ -262,14 +263,24 @@ class CachePolicy:
 
     def recheck(self, node_id: str) -> ExecutionOutcome | None:
         """Look again just before running: an identical node earlier in this run may have stored
-        the result meanwhile (a miss is not counted twice)."""
-        if node_id in self.tainted or self.keys[node_id] not in self.cache:
+        the result meanwhile (only keys this run stored are looked up again)."""
+        key = self.keys[node_id]
+        if key not in self.stored or node_id in self.tainted:
             return None
-        return self.cache.get(self.keys[node_id])
+        return self.cache.get(key)
+
+    def peek(self, node_id: str) -> ExecutionOutcome | None:
+        """The cached outcome of a node the run did not need (no miss counted when absent)."""
+        key = self.keys.get(node_id)
+        if key is None or node_id in self.tainted or key not in self.cache:
+            return None
+        return self.cache.get(key)
 
     def store(self, node_id: str, outcome: ExecutionOutcome) -> None:
         if node_id in self.storable:
-            self.cache.put(self.keys[node_id], outcome)
+            key = self.keys[node_id]
+            self.cache.put(key, outcome)
+            self.stored.add(key)
 
     def reason(self, node_id: str) -> str:
         """Why a node executed."""

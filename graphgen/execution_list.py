@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from graphgen.blocker import ExecutionBlocker
-from graphgen.cache import CachePolicy
+from graphgen.cache import REASON_NOT_CACHED, CachePolicy
 from graphgen.context import (
     Cancelled,
     EngineSettings,
@@ -174,7 +174,7 @@ class ExecutionList:
         for node_id in self.order:
             if node_id in self.known or node_id in self.broken:
                 continue
-            cached = self.policy.recheck(node_id)
+            cached = self.policy.peek(node_id)
             if cached is not None:
                 spec = self.nodes[node_id].spec
                 self.result.cached.append(node_id)
@@ -289,7 +289,7 @@ class ExecutionList:
                 self._done(node_id, cached.values, cached.ui)
                 return None
             self.started[node_id] = time.perf_counter()
-            reason = self.policy.reason(node_id)
+            reason = self.policy.tainted.get(node_id, REASON_NOT_CACHED)
             self.result.reasons[node_id] = reason
             self.emit(NodeStarted(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
                                   display_node_id=node.display_id or node_id, reason=reason))
@@ -544,7 +544,7 @@ class ExecutionList:
 
     def _resolve_expansion(self, node: PreparedNode) -> None:
         expansion = self.expanding.pop(node.node_id)
-        flags = node.spec.output_list_flags()
+        flags = node.spec.list_flags
         merged: list[list[Any]] = [[] for _ in flags]
         for expanded, call in expansion.calls:
             for index, value in enumerate(call):

@@ -58,7 +58,7 @@ def merge_outputs(spec: NodeSpec, calls: list[tuple[Any, ...]]) -> Outputs:
     A list output (`output_is_list`) contributes its items; a blocker in its place is kept as one
     item so that only that item is blocked downstream.
     """
-    flags = spec.output_list_flags()
+    flags = spec.list_flags
     merged: list[list[Any]] = []
     for index, is_list in enumerate(flags):
         items: list[Any] = []
@@ -92,9 +92,12 @@ def merge_ui(uis: list[dict[str, Any]]) -> dict[str, Any] | None:
 def single_values(spec: NodeSpec, outputs: Outputs) -> dict[str, Any]:
     """Outputs by name as a caller reads them: the item itself when an output holds exactly one
     and is not a list output, otherwise the list."""
-    flags = spec.output_list_flags()
-    return {(o.name or str(i)): (items[0] if len(items) == 1 and not flags[i] else items)
-            for i, (o, items) in enumerate(zip(spec.outputs, outputs, strict=True))}
+    if not spec.output_is_list:
+        return {name: (items[0] if len(items) == 1 else items)
+                for name, items in zip(spec.output_names, outputs, strict=True)}
+    flags = spec.list_flags
+    return {name: (items[0] if len(items) == 1 and not flags[i] else items)
+            for i, (name, items) in enumerate(zip(spec.output_names, outputs, strict=True))}
 
 
 def blocked_values(spec: NodeSpec, blocker: ExecutionBlocker) -> tuple[Any, ...]:

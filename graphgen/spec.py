@@ -233,6 +233,16 @@ class NodeSpec:
         return flags + (False,) * (len(self.outputs) - len(flags))
 
     @functools.cached_property
+    def list_flags(self) -> tuple[bool, ...]:
+        """`output_list_flags()`, computed once."""
+        return self.output_list_flags()
+
+    @functools.cached_property
+    def output_names(self) -> tuple[str, ...]:
+        """Each output's name (its index as text where it has none)."""
+        return tuple(o.name or str(i) for i, o in enumerate(self.outputs))
+
+    @functools.cached_property
     def lazy_inputs(self) -> frozenset[str]:
         """Names of the lazy inputs (computed once: the executor asks for every node)."""
         return frozenset(name for name, spec in self.inputs.items() if spec.lazy)
