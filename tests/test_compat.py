@@ -313,3 +313,104 @@ def test_interrupt_inside_a_node_cancels_the_run(tmp_path):
     result = engine.run({"1": {"class_type": "Stopper", "inputs": {"steps": 5}}}, on_event=events.append)
     assert result.status == "cancelled"
     assert [(e.value, e.total) for e in events if e.kind == "node_progress"] == [(1, 5), (2, 5)]
+
+
+def test_schema_nodes_lazy_lists_validation_fingerprint_and_expansion(tmp_path):
+    (tmp_path / "v3_pack.py").write_text(textwrap.dedent("""
+        from comfy_api.latest import ComfyExtension, io
+        from comfy_execution.graph_utils import GraphBuilder
+
+        STATE = {"version": 1}
+
+        class Boom(io.ComfyNode):
+            @classmethod
+            def define_schema(cls):
+                return io.Schema(node_id="V3Boom", inputs=[io.Int.Input("x", default=0)],
+                                 outputs=[io.Int.Output()])
+            @classmethod
+            def execute(cls, x):
+                raise RuntimeError("the lazy branch ran")
+
+        class Twice(io.ComfyNode):
+            '''Expands into two V3Add nodes.'''
+            @classmethod
+            def define_schema(cls):
+                return io.Schema(node_id="V3Twice", enable_expand=True, inputs=[io.Int.Input("x", default=0)],
+                                 outputs=[io.Int.Output()])
+            @classmethod
+            def execute(cls, x):
+                g = GraphBuilder()
+                a = g.node("V3Add", a=x, b=1)
+                b = g.node("V3Add", a=a.out(0), b=1)
+                return io.NodeOutput(b.out(0), expand=g.finalize())
+
+        class Add(io.ComfyNode):
+            @classmethod
+            def define_schema(cls):
+                return io.Schema(node_id="V3Add", inputs=[io.Int.Input("a", default=0), io.Int.Input("b", default=0)],
+                                 outputs=[io.Int.Output()])
+            @classmethod
+            def validate_inputs(cls, a, b):
+                return True if b != 13 else "b may not be 13"
+            @classmethod
+            def fingerprint_inputs(cls, a, b):
+                return STATE["version"]  # outside state: a change makes it run again
+            @classmethod
+            def execute(cls, a, b):
+                return io.NodeOutput(a + b)
+
+        class Pick(io.ComfyNode):
+            @classmethod
+            def define_schema(cls):
+                return io.Schema(node_id="V3Pick", inputs=[io.Boolean.Input("first"),
+                                 io.Int.Input("a", lazy=True), io.Int.Input("b", lazy=True)],
+                                 outputs=[io.Int.Output()])
+            @classmethod
+            def check_lazy_status(cls, first, a=None, b=None):
+                return ["a"] if first else ["b"]
+            @classmethod
+            def execute(cls, first, a=None, b=None):
+                return io.NodeOutput(a if first else b)
+
+        class Spread(io.ComfyNode):
+            @classmethod
+            def define_schema(cls):
+                return io.Schema(node_id="V3Spread", inputs=[io.Int.Input("x")],
+                                 outputs=[io.Int.Output(is_output_list=True)])
+            @classmethod
+            def execute(cls, x):
+                return io.NodeOutput([x, x + 1, x + 2])
+
+        class Total(io.ComfyNode):
+            @classmethod
+            def define_schema(cls):
+                return io.Schema(node_id="V3Total", is_input_list=True, is_output_node=True,
+                                 inputs=[io.Int.Input("values")], outputs=[])
+            @classmethod
+            async def execute(cls, values):
+                return io.NodeOutput(ui={"total": [sum(values)]})
+
+        class Ext(ComfyExtension):
+            async def get_node_list(self):
+                return [Boom, Twice, Add, Pick, Spread, Total]
+
+        async def comfy_entrypoint():
+            return Ext()
+    """))
+    engine = Engine(output_dir=tmp_path / "out", plugins=[tmp_path])
+    assert not engine.registry.problems
+    workflow = {"1": {"class_type": "V3Twice", "inputs": {"x": 5}},          # 7
+                "2": {"class_type": "V3Boom", "inputs": {"x": 0}},
+                "3": {"class_type": "V3Pick", "inputs": {"first": True, "a": ["1", 0], "b": ["2", 0]}},
+                "4": {"class_type": "V3Spread", "inputs": {"x": ["3", 0]}},   # 7, 8, 9
+                "5": {"class_type": "V3Add", "inputs": {"a": ["4", 0], "b": 1}},  # 8, 9, 10
+                "6": {"class_type": "V3Total", "inputs": {"values": ["5", 0]}}}
+    result = engine.run(workflow)
+    assert result.status == "success", result.failed
+    assert result.ui["6"]["total"] == [27] and "2" not in result.executed
+    assert "5" not in engine.run(workflow).executed  # same inputs, same outside state: cached
+    sys.modules[engine.registry.get("V3Add").source.__module__].STATE["version"] = 2
+    assert "5" in engine.run(workflow).executed
+    workflow["5"]["inputs"]["b"] = 13
+    issues = engine.validate(workflow)
+    assert issues and "b may not be 13" in str(issues[0])
