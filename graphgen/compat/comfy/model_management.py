@@ -7,6 +7,7 @@ questions are answered from torch; an interrupt is graphgen's cancel of the runn
 from __future__ import annotations
 
 import enum
+import os
 from typing import Any
 
 from graphgen.compat import _runtime
@@ -171,27 +172,23 @@ def vae_dtype(device: Any = None, allowed_dtypes: Any = None) -> Any:
     return _torch().float32
 
 
-def get_total_memory(dev: Any = None, torch_total_too: bool = False) -> Any:
-    torch = _torch()
+def _memory(dev: Any) -> tuple[int, int]:
+    """(free, total) bytes of a device: the card's, or the machine's RAM for the CPU."""
     dev = dev or get_torch_device()
     if getattr(dev, "type", "cpu") == "cuda":
-        total = torch.cuda.mem_get_info(dev)[1]
-    else:
-        import os
+        free, total = _torch().cuda.mem_get_info(dev)
+        return int(free), int(total)
+    page = os.sysconf("SC_PAGE_SIZE")
+    return page * os.sysconf("SC_AVPHYS_PAGES"), page * os.sysconf("SC_PHYS_PAGES")
 
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+def get_total_memory(dev: Any = None, torch_total_too: bool = False) -> Any:
+    total = _memory(dev)[1]
     return (total, total) if torch_total_too else total
 
 
 def get_free_memory(dev: Any = None, torch_free_too: bool = False) -> Any:
-    torch = _torch()
-    dev = dev or get_torch_device()
-    if getattr(dev, "type", "cpu") == "cuda":
-        free = torch.cuda.mem_get_info(dev)[0]
-    else:
-        import os
-
-        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    free = _memory(dev)[0]
     return (free, free) if torch_free_too else free
 
 
