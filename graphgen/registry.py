@@ -267,6 +267,7 @@ class NodeRegistry:
 
         Its ComfyUI-style nodes get the same modules while they run (`compat.scoped`)."""
         with compat.scope():
+            compat.use_registry(self)  # ComfyUI's `nodes` module looks up core nodes here
             before = set(self._qualified)
             self._import_file_pack_scoped(path, pack, package_dir)
             for qualified in set(self._qualified) - before:

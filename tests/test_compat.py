@@ -414,3 +414,35 @@ def test_schema_nodes_lazy_lists_validation_fingerprint_and_expansion(tmp_path):
     workflow["5"]["inputs"]["b"] = 13
     issues = engine.validate(workflow)
     assert issues and "b may not be 13" in str(issues[0])
+
+
+def test_nodes_module_offers_the_built_in_core_nodes(tmp_path):
+    (tmp_path / "uses_core.py").write_text(textwrap.dedent("""
+        import nodes
+        from nodes import MAX_RESOLUTION, EmptyLatentImage
+
+        class LatentShape(EmptyLatentImage):  # packs subclass core nodes
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {"side": ("INT", {"default": 64, "max": MAX_RESOLUTION})}}
+            RETURN_TYPES = ("STRING",)
+            FUNCTION = "shape"
+            OUTPUT_NODE = True
+            def shape(self, side):
+                latent = self.generate(side, side, 2)[0]  # ComfyUI's method name
+                same = nodes.NODE_CLASS_MAPPINGS["EmptyLatentImage"]().generate(width=side, height=side, batch_size=1)[0]
+                return {"ui": {"text": [str(tuple(latent["samples"].shape)), str(tuple(same["samples"].shape))]},
+                        "result": ("ok",)}
+        CORE = nodes.NODE_CLASS_MAPPINGS
+        NODE_CLASS_MAPPINGS = {"LatentShape": LatentShape}
+    """))
+    (tmp_path / "needs_model_code.py").write_text("from nodes import common_ksampler\nNODE_CLASS_MAPPINGS = {}\n")
+    engine = Engine(output_dir=tmp_path / "out", plugins=[tmp_path])
+    assert [p.pack for p in engine.registry.problems] == ["needs_model_code"]
+    assert "'common_ksampler'" in engine.registry.problems[0].message
+    result = engine.run({"1": {"class_type": "LatentShape", "inputs": {"side": 64}}})
+    assert result.status == "success", result.failed
+    assert result.ui["1"]["text"] == ["(2, 4, 8, 8)", "(1, 4, 8, 8)"]
+    mappings = sys.modules[engine.registry.get("LatentShape").source.__module__].CORE
+    assert "VAEDecode" in mappings and "NotANode" not in mappings and mappings.get("NotANode") is None
+    assert mappings["EmptyLatentImage"].INPUT_TYPES()["required"]["width"][0] == "INT"

@@ -174,6 +174,13 @@ def use_settings(settings: Any) -> None:
     _runtime.set_default_settings(settings)
 
 
+def use_registry(registry: Any) -> None:
+    """The registry whose built-in nodes the `nodes` module offers (set while packs load)."""
+    from graphgen.compat import _runtime
+
+    _runtime.set_registry(registry)
+
+
 def friendly_import_error(exc: BaseException) -> str | None:
     """For an import of something graphgen does not provide, a message naming the missing symbol."""
     if not isinstance(exc, ImportError):

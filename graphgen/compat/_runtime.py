@@ -13,6 +13,7 @@ except ImportError:  # pragma: no cover - engines without it: nothing is running
         return None
 
 _default_settings = EngineSettings()
+_registry: Any = None
 
 
 def context() -> Any:
@@ -31,3 +32,14 @@ def settings() -> EngineSettings:
     ctx = _current_context()
     found = getattr(ctx, "settings", None) if ctx is not None else None
     return found if found is not None else _default_settings
+
+
+def set_registry(registry: Any) -> None:
+    """The registry packs are being loaded into (its built-in nodes are ComfyUI's `nodes`)."""
+    global _registry
+    _registry = registry
+
+
+def registry() -> Any:
+    """The registry last set by `set_registry`, or None."""
+    return _registry

@@ -2,18 +2,21 @@
 
 `MAX_RESOLUTION`, and classic-style `SaveImage`, `PreviewImage` and `LoadImage` (with ComfyUI's
 methods `save_images` and `load_image`) that write and read through graphgen's image functions.
-Other core node types are looked up among graphgen's built-in packs (their classic classes), so
-`nodes.NODE_CLASS_MAPPINGS` grows with the core vocabulary.
+Other core node types are looked up among graphgen's built-in nodes (`nodes.ImageInvert`,
+`nodes.NODE_CLASS_MAPPINGS["ImageInvert"]`), so the module grows with the core vocabulary; a native
+graphgen node is offered as a classic class whose methods all run it (`ImageInvert().invert(image)`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import uuid
 from typing import Any
 
-from graphgen.compat import folder_paths
+from graphgen.compat import _runtime, folder_paths
 from graphgen.compat.comfy import model_management
 
 MAX_RESOLUTION = 16384
@@ -125,41 +128,105 @@ class LoadImage:
         return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {"SaveImage": SaveImage, "PreviewImage": PreviewImage,
-                                        "LoadImage": LoadImage}
+class _CoreNode:
+    """A built-in graphgen node dressed as a ComfyUI classic class, for packs that call or subclass
+    core nodes: any method name runs the node (`ImageInvert().invert(image)`), positional
+    arguments in the editor's input order, and returns the outputs as a tuple."""
+
+    _spec: Any = None
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802
+        from graphgen.formats import editor_inputs
+        from graphgen.server.object_info import input_definition
+
+        spec = cls._spec
+        declared: dict[str, Any] = {"required": {}, "optional": {}}
+        for item in editor_inputs(spec):
+            declared["optional" if item.optional else "required"][item.name] = tuple(input_definition(item))
+        return declared
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        from graphgen.formats import editor_inputs
+
+        names = [i.name for i in editor_inputs(self._spec)]
+        if len(args) > len(names):
+            raise TypeError(f"{self._spec.type_name} takes {len(names)} inputs ({', '.join(names)}), "
+                            f"got {len(args)} positional arguments")
+        kwargs.update(zip(names, args, strict=False))
+        outcome = self._spec.execute(_runtime.context(), kwargs)
+        if inspect.isawaitable(outcome):
+            raise TypeError(f"{self._spec.type_name} is an async node: it cannot be called from another node")
+        values = tuple(outcome.values)
+        return {"ui": outcome.ui, "result": values} if outcome.ui else values
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.execute
+
+
+def _core_class(name: str) -> type | None:
+    """The built-in node `name` as a classic class (its own, or a `_CoreNode` facade)."""
+    from graphgen.comfy_classic import is_classic_node
+
+    registry = _runtime.registry()
+    if registry is None or name not in registry:
+        return None
+    try:
+        spec = registry.get(name)
+    except KeyError:
+        return None
+    if spec.pack not in _builtin_packs():
+        return None  # only graphgen's own nodes stand for ComfyUI's core ones
+    if is_classic_node(spec.source):
+        return spec.source  # type: ignore[no-any-return]
+    return type(name, (_CoreNode,), {
+        "_spec": spec, "RETURN_TYPES": tuple(o.type for o in spec.outputs),
+        "RETURN_NAMES": tuple(o.name or o.type for o in spec.outputs), "OUTPUT_NODE": spec.output_node,
+        "CATEGORY": spec.category, "DESCRIPTION": spec.description, "__doc__": spec.description})
+
+
+@functools.cache
+def _builtin_packs() -> frozenset[str]:
+    import pkgutil
+
+    try:
+        import graphgen_nodes  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return frozenset()
+    return frozenset(info.name for info in pkgutil.iter_modules(graphgen_nodes.__path__) if info.ispkg)
+
+
+class _Mappings(dict):  # type: ignore[type-arg]
+    """`NODE_CLASS_MAPPINGS`: the classes above, and any built-in node looked up by name."""
+
+    def __missing__(self, name: str) -> type:
+        found = _core_class(name)
+        if found is None:
+            raise KeyError(name)
+        self[name] = found
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or (isinstance(name, str) and _core_class(name) is not None)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
+NODE_CLASS_MAPPINGS: dict[str, type] = _Mappings({"SaveImage": SaveImage, "PreviewImage": PreviewImage,
+                                                  "LoadImage": LoadImage})
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {"SaveImage": "Save Image", "PreviewImage": "Preview Image",
                                               "LoadImage": "Load Image"}
 
 
-def _builtin_classic(name: str) -> type | None:
-    """A classic node class named `name` in graphgen's built-in packs, if one exists."""
-    import importlib
-    import pkgutil
-
-    from graphgen.comfy_classic import is_classic_node
-
-    try:
-        package = importlib.import_module("graphgen_nodes")
-    except ImportError:
-        return None
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.ispkg or info.name.startswith("_"):
-            continue
-        try:
-            module = importlib.import_module(f"graphgen_nodes.{info.name}")
-        except Exception:
-            continue
-        found = (getattr(module, "NODE_CLASS_MAPPINGS", None) or {}).get(name)
-        if found is None:
-            found = next((n for n in getattr(module, "NODES", None) or () if getattr(n, "__name__", "") == name), None)
-        if found is not None and is_classic_node(found):
-            return found  # type: ignore[no-any-return]
-    return None
-
-
 def __getattr__(name: str) -> Any:
-    found = _builtin_classic(name) if name[:1].isupper() else None
+    found = NODE_CLASS_MAPPINGS.get(name) if name[:1].isupper() else None
     if found is None:
         raise AttributeError(f"module 'nodes' has no attribute {name!r} (graphgen does not provide it)")
-    NODE_CLASS_MAPPINGS.setdefault(name, found)
     return found
