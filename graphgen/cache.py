@@ -67,13 +67,21 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+_FREE = frozenset({type(None), bool, int, float})
+
+
 def estimate_nbytes(value: Any, _depth: int = 0) -> int:
     """Rough memory held by a value: tensors, arrays, images, bytes, and containers of them.
 
     An object may answer for itself with `__graphgen_nbytes__()`, e.g. a handle to a model that a
     resource cache owns returns 0 so that the model is not counted twice.
     """
-    if _depth > 8 or value is None or isinstance(value, (bool, int, float)):
+    kind = type(value)
+    if kind in _FREE or _depth > 8:
+        return 0
+    if kind is list or kind is tuple:  # node outputs: a tuple of lists of items, mostly small
+        return sum([0 if type(v) in _FREE else estimate_nbytes(v, _depth + 1) for v in value])
+    if isinstance(value, (bool, int, float)):
         return 0
     own = getattr(value, "__graphgen_nbytes__", None)
     if callable(own):

@@ -335,7 +335,7 @@ class ExecutionList:
                 if type(returned) is ExecutionOutcome and returned.expand is None:
                     values = returned.values
                     if len(values) == len(spec.outputs) and not spec.output_is_list:
-                        self._finished(node, tuple([v] for v in values), returned.ui)
+                        self._finished(node, tuple([[v] for v in values]), returned.ui)
                         return
                 if inspect.isawaitable(returned):
                     future = _ensure_future_in(ctx, returned)
