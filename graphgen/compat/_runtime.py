@@ -5,12 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from graphgen.context import EngineSettings
-
-try:  # the per-node context variable the executor sets around each node
-    from graphgen.context import current_context as _current_context
-except ImportError:  # pragma: no cover - engines without it: nothing is running as far as we know
-    def _current_context() -> Any:
-        return None
+from graphgen.context import current_context as _current_context
 
 _default_settings = EngineSettings()
 _registry: Any = None

@@ -63,7 +63,6 @@ class GraphBuilder:
     _default_prefix_root = ""
     _default_prefix_call_index = 0
     _default_prefix_graph_index = 0
-    _per_context: dict[int, Any] = {}
 
     def __init__(self, prefix: str | None = None) -> None:
         self.prefix = self.alloc_prefix() if prefix is None else prefix
@@ -80,15 +79,12 @@ class GraphBuilder:
     @classmethod
     def alloc_prefix(cls, root: str | None = None, call_index: int | None = None,
                      graph_index: int | None = None) -> str:
-        """A fresh prefix. Inside a running node it is unique to that node's execution."""
+        """A fresh prefix. Inside a running node it is unique to that node's call (and the same on
+        every run, so that expanded nodes are cached like any other)."""
         ctx = _runtime.context()
+        if root is None and call_index is None and graph_index is None and ctx is not None:
+            return str(ctx.graph_prefix())
         with cls._prefix_lock:
-            if root is None and ctx is not None:
-                # Count builders per running node, so concurrent (async) nodes don't share a counter.
-                count = getattr(ctx, "_graph_builders", 0)
-                ctx._graph_builders = count + 1
-                root, call_index = str(ctx.node_id), getattr(ctx, "call_index", 0)
-                graph_index = count if graph_index is None else graph_index
             if root is None:
                 root = cls._default_prefix_root
             if call_index is None:
