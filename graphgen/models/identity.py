@@ -1,51 +1,22 @@
 """How a model on disk is named: its identity (for store keys and node fingerprints) and its path.
 
-Both are family-agnostic: every loader keys the model store by `file_identity` and finds relative
-paths under `--models-dir` with `resolve_model_path`.
+Both are family-agnostic: every loader keys the model store by `file_identity` (the one rule of
+`graphgen.files`, re-exported here) and finds relative paths under `--models-dir` with
+`resolve_model_path`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from graphgen.files import file_identity
 
 if TYPE_CHECKING:
     from graphgen.context import EngineSettings
 
-# File types whose size and mtime identify a model folder's contents.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".model", ".txt")
-
-
-def file_identity(path: str | os.PathLike[str]) -> tuple[Any, ...]:
-    """Size and mtime of a file, or of the weight/config files in a folder (3 levels deep).
-
-    Used as store keys and cache-key fingerprints: replacing a model file re-runs the nodes that
-    load it and loads the new weights.
-    """
-    root = Path(path)
-    try:
-        if root.is_file():
-            stat = root.stat()
-            return (str(root.resolve()), stat.st_size, stat.st_mtime_ns)
-        if not root.is_dir():
-            return (str(root), "missing")
-        entries: list[tuple[str, int, int]] = []
-        base_depth = len(root.parts)
-        for folder, dirs, files in os.walk(root):
-            if len(Path(folder).parts) - base_depth >= 3:
-                dirs[:] = []
-            dirs.sort()
-            for name in sorted(files):
-                if name.endswith(_WEIGHT_SUFFIXES):
-                    stat = os.stat(os.path.join(folder, name))
-                    entries.append((os.path.relpath(os.path.join(folder, name), root), stat.st_size, stat.st_mtime_ns))
-        digest = hashlib.blake2b(repr(entries).encode(), digest_size=12).hexdigest()
-        return (str(root.resolve()), digest)
-    except OSError as exc:
-        return (str(root), "unreadable", exc.errno)
-
+__all__ = ["file_identity", "resolve_model_path", "weights_on_disk"]
 
 def resolve_model_path(settings: EngineSettings | None, path: str, *subfolders: str) -> Path:
     """A model path as given, or relative to the engine's models folder (and its subfolders)."""

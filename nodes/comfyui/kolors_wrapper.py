@@ -35,7 +35,7 @@ CATEGORY = "KwaiKolorsWrapper"
 
 
 def _identity(path: Path | None, name: str) -> Hashable:
-    from graphgen.models import file_identity
+    from graphgen.files import file_identity
 
     return file_identity(path) if path is not None else ("missing", name)
 

@@ -75,7 +75,7 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from .handles import file_identity
+        from graphgen.files import file_identity
 
         return file_identity(_input_path(settings, image))
 

@@ -70,7 +70,8 @@ class _Loader(Node):
 
     @classmethod
     def fingerprint(cls, path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from graphgen.models import file_identity, resolve_model_path
+        from graphgen.files import file_identity
+        from graphgen.models import resolve_model_path
 
         return file_identity(resolve_model_path(settings, path, *cls.subfolders))
 
@@ -120,7 +121,19 @@ class KolorsTextEncoderLoader(_Loader):
               String("tokenizer_path", default="", description="tokenizer folder, for a single-file encoder")]
     outputs = [Output("CHATGLM3MODEL", "chatglm3_model")]
 
+    @classmethod
+    def fingerprint(cls, path: str, settings: EngineSettings | None = None, tokenizer_path: str = "",
+                    **_: Any) -> Hashable:
+        from graphgen.files import file_identity
+
+        from .handles import resolve_model_path
+
+        tokenizer = file_identity(resolve_model_path(settings, tokenizer_path, "diffusers")) if tokenizer_path else None
+        return (super().fingerprint(path=path, settings=settings), tokenizer)
+
     def run(self, path: str, precision: str, device: str, offload: str, tokenizer_path: str) -> Any:
+        from graphgen.files import file_identity
+
         from .handles import load_shared, resolve_model_path
         from .loading import load_text_encoder
 
@@ -131,7 +144,8 @@ class KolorsTextEncoderLoader(_Loader):
                            lambda: load_text_encoder(source, dtype,
                                                      _placed(store, torch_device, source, "text_encoder", offload),
                                                      tokenizer_path=tokenizer),
-                           offload=offload, extra_key=(str(tokenizer),))
+                           offload=offload,
+                           extra_key=(file_identity(tokenizer),) if tokenizer is not None else ("None",))
 
 
 class KolorsVAELoader(_Loader):

@@ -30,11 +30,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from graphgen.files import file_identity
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -43,6 +45,7 @@ __all__ = [
     "LoraDataset",
     "PreprocessParams",
     "center_crop_box",
+    "dataset_fingerprint",
     "describe",
     "file_digest",
     "load_dataset",
@@ -143,11 +146,11 @@ class LoraDataset:
         return h.hexdigest()
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[Any, ...], str] = {}
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, memoised per (path, size, mtime) within the process.
+    """SHA-256 of a file's bytes, memoised per file identity (`graphgen.files.file_identity`).
 
     Args:
         path: The file.
@@ -155,13 +158,44 @@ def file_digest(path: Path) -> str:
     Returns:
         The hex digest.
     """
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    # Keyed by the full identity (inode and ctime too): a same-size replacement with its mtime kept
+    # must not get the old file's digest, or training would reuse a LoRA made from the old image.
+    key = file_identity(path)
     cached = _DIGESTS.get(key)
     if cached is None:
         cached = hashlib.sha256(path.read_bytes()).hexdigest()
         _DIGESTS[key] = cached
     return cached
+
+
+def dataset_fingerprint(path: str | Path) -> tuple[Any, ...]:
+    """What identifies a dataset folder's current contents, cheaply (no image is decoded or hashed).
+
+    Covers what :func:`load_dataset` reads: which layout wins, the metadata file, and every image
+    it lists (for the image-folder layout: every image and caption file). Each file counts by
+    `graphgen.files.file_identity`, so an edited caption or a replaced image changes it, even a
+    same-size copy with its mtime kept. A node's cache fingerprint; a dataset that cannot be read
+    gets an identity naming the problem (the node then runs and reports it).
+
+    Args:
+        path: The dataset folder (as given to :func:`load_dataset`).
+
+    Returns:
+        A hashable tuple.
+    """
+    root_path = Path(path).expanduser()
+    try:
+        layout, meta, root = _find_metadata(root_path.resolve())
+        if layout == "folder":
+            files = sorted(p for p in root.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() == ".txt")
+            listed = [(p.name, file_identity(p)) for p in files]
+            return ("dataset", layout, str(root), tuple(listed))
+        rows = {"csv": _read_csv, "jsonl": _read_jsonl}[layout](meta)
+        listed = [(name, file_identity(root / name)) for _, name, _ in rows if name]
+        return ("dataset", layout, file_identity(meta), tuple(listed))
+    except (DatasetError, OSError, UnicodeDecodeError, csv.Error) as exc:
+        return ("dataset", "unreadable", str(root_path), type(exc).__name__, str(exc))
 
 
 def load_rgb(path: Path) -> Image.Image:

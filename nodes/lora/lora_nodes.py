@@ -36,7 +36,7 @@ class LoadLoRA(Node):
 
     @classmethod
     def fingerprint(cls, lora_path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from graphgen_nodes.kolors.handles import file_identity
+        from graphgen.files import file_identity
 
         return file_identity(_lora_path(settings, lora_path))
 

@@ -65,10 +65,10 @@ class KolorsTrainLoRA(Node):
 
     @classmethod
     def fingerprint(cls, dataset_path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        """The dataset's files (names, sizes, mtimes), so that an edited dataset retrains."""
-        from graphgen_nodes.kolors.handles import file_identity
+        """The dataset: its metadata and every image it lists, so that an edited dataset retrains."""
+        from .dataset import dataset_fingerprint
 
-        return file_identity(_dataset_path(settings, dataset_path))
+        return dataset_fingerprint(_dataset_path(settings, dataset_path))
 
     def run(self, model: Any, chatglm3_model: Any, vae: Any, dataset_path: str, output_path: str,
             output_name: str, on_bad_item: str, **params: Any) -> Result:
