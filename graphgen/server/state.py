@@ -30,6 +30,8 @@ class ServerConfig:
         frontend_dir: The editor's static files (default: the installed `comfyui-frontend-package`).
         history_size: Finished prompts kept for `/history` and `/jobs`.
         debug: Tracebacks in execution errors and the log.
+        allowed_hosts: Host names answered besides the loopback names, when bound to a loopback
+            address (see `graphgen.server.hosts`).
     """
 
     host: str = "127.0.0.1"
@@ -40,6 +42,7 @@ class ServerConfig:
     frontend_dir: Path | None = None
     history_size: int = 10_000
     debug: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)
 
 
 class ServerState:
