@@ -302,6 +302,22 @@ def test_outputs_are_never_overwritten_by_uploads_and_long_names_are_400(server)
     run(main())
 
 
+def test_uploads_over_the_pixel_limit_are_refused_before_decoding(server, monkeypatch):
+    from test_limits import declared_png
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server.url) as s:
+            status, body = await call(s, "POST", "/upload/image", data=upload_form("bomb.png", declared_png(12000, 12000)))
+            assert status == 413 and body["error"]["type"] == "image_too_large"
+            assert "12000x12000 (144.0 megapixels), over the limit of 67.1 megapixels" in body["error"]["message"]
+            monkeypatch.setenv("GRAPHGEN_MAX_IMAGE_PIXELS", "100")
+            status, body = await call(s, "POST", "/upload/image", data=upload_form("small.png", png_bytes(16)))
+            assert status == 413 and "16x16" in body["error"]["message"]
+
+    run(main())
+    assert not (server.state.input_dir / "bomb.png").exists()
+
+
 def test_load_image_offers_uploaded_files(tmp_path):
     from graphgen.server.object_info import node_definition
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from graphgen.files import UnsafePathError, atomic_write_bytes, relative_parts, safe_folder, safe_join
+from graphgen.limits import ImageTooLargeError, open_image
 from graphgen.server.responses import BadRequest, error_response, flag, json_response
 from graphgen.server.state import ServerState, state_of
 
@@ -72,16 +73,16 @@ async def view(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=headers)
 
 
-def _check_image(data: bytes) -> None:
-    from PIL import Image, UnidentifiedImageError
+def _check_image(data: bytes, name: str) -> None:
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data), f"the upload {name[:100]!r}") as image:  # the size, before decoding
             image.verify()
+    except ImageTooLargeError as exc:
+        raise BadRequest("image_too_large", str(exc), status=413) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise BadRequest("invalid_image", f"the upload is not a readable image: {exc}") from None
-    except Image.DecompressionBombError as exc:
-        raise BadRequest("invalid_image", f"the image is too large: {exc}") from None
 
 
 def _free_name(folder: Path, name: str, data: bytes) -> tuple[str, bool]:
@@ -116,7 +117,7 @@ async def upload_image(request: web.Request) -> web.Response:
     data = image.file.read()
     if len(data) > state.config.max_upload_bytes:
         raise BadRequest("too_large", f"the upload is larger than {state.config.max_upload_bytes} bytes", status=413)
-    _check_image(data)
+    _check_image(data, target.name)
     try:
         folder = safe_folder(folder_root, relative_parts(subfolder) if subfolder.strip() not in ("", ".") else [])
     except UnsafePathError as exc:

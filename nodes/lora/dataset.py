@@ -37,6 +37,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from graphgen.files import file_identity
+from graphgen.limits import ImageTooLargeError, open_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -213,9 +214,11 @@ def load_rgb(path: Path) -> Image.Image:
     if not path.is_file():
         raise DatasetError(f"image {path} does not exist: add it or remove its row from the metadata")
     try:
-        with Image.open(path) as img:
+        with open_image(path, f"image {path}") as img:
             img.load()
             return img.convert("RGB")
+    except ImageTooLargeError as exc:
+        raise DatasetError(f"{exc} (or remove it from the dataset)") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DatasetError(
             f"image {path} cannot be read ({type(exc).__name__}: {exc}): re-save it as PNG/JPEG or remove it"
