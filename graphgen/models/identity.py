@@ -8,18 +8,33 @@ Both are family-agnostic: every loader keys the model store by `file_identity` (
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from graphgen.files import file_identity
+from graphgen.paths import locate, located_identity
 
 if TYPE_CHECKING:
     from graphgen.context import EngineSettings
 
-__all__ = ["file_identity", "resolve_model_path", "weights_on_disk"]
+__all__ = ["file_identity", "model_identity", "resolve_model_path", "weights_on_disk"]
 
-def resolve_model_path(settings: EngineSettings | None, path: str, *subfolders: str) -> Path:
-    """A model path as given, or relative to the engine's models folder (and its subfolders)."""
+def resolve_model_path(settings: EngineSettings | None, path: str, *subfolders: str, what: str = "model") -> Path:
+    """A model path as given, or relative to the engine's models folder (and its subfolders).
+
+    In a run with `confine_paths` (the server) it must exist inside the engine's folders
+    (`graphgen.paths.locate`), else `PathNotAvailableError` (one message for missing and forbidden).
+    """
+    return locate(settings, what, path, lambda: _find_model_path(settings, path, subfolders))
+
+
+def model_identity(settings: EngineSettings | None, path: str, *subfolders: str, what: str = "model") -> Hashable:
+    """`file_identity` of the model `resolve_model_path` finds, for fingerprints (never raises)."""
+    return located_identity(settings, what, path, lambda: _find_model_path(settings, path, subfolders))
+
+
+def _find_model_path(settings: EngineSettings | None, path: str, subfolders: tuple[str, ...]) -> Path:
     given = Path(path).expanduser()
     if given.is_absolute() or given.exists() or settings is None or settings.models_dir is None:
         return given

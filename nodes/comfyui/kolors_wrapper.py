@@ -43,7 +43,7 @@ def _identity(path: Path | None, name: str) -> Hashable:
 def _quietly(find: Any) -> Path | None:
     try:
         return find()
-    except MissingModelError:
+    except FileNotFoundError:  # MissingModelError, or refused in a confined run: the node reports it
         return None
 
 

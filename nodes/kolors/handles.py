@@ -18,11 +18,12 @@ from typing import Any
 import torch
 
 from graphgen.context import NodeContext
-from graphgen.models import ModelHandle, file_identity, model_store, resolve_model_path
+from graphgen.models import ModelHandle, file_identity, model_identity, model_store, resolve_model_path
 
 from .encode import Conditioning
 
-__all__ = ["KolorsEmbeds", "ModelHandle", "UNetRef", "file_identity", "load_shared", "resolve_model_path"]
+__all__ = ["KolorsEmbeds", "ModelHandle", "UNetRef", "file_identity", "load_shared", "model_identity",
+           "resolve_model_path"]
 
 
 @dataclass(frozen=True, eq=False)

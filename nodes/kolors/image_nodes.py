@@ -58,11 +58,17 @@ class VAEEncode(Node):
 
 
 def _input_path(settings: EngineSettings | None, image: str) -> Path:
-    path = Path(image).expanduser()
-    if path.is_absolute() or settings is None:
-        return path
-    in_input = settings.input_dir / path
-    return in_input if in_input.exists() or not path.exists() else path
+    """A file name in the input folder, or a path (in a confined run: inside the engine's folders)."""
+    from graphgen.paths import locate
+
+    def find() -> Path:
+        path = Path(image).expanduser()
+        if path.is_absolute() or settings is None:
+            return path
+        in_input = settings.input_dir / path
+        return in_input if in_input.exists() or not path.exists() else path
+
+    return locate(settings, "image", image, find)
 
 
 class LoadImage(Node):
@@ -77,7 +83,10 @@ class LoadImage(Node):
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
         from graphgen.files import file_identity
 
-        return file_identity(_input_path(settings, image))
+        try:
+            return file_identity(_input_path(settings, image))
+        except FileNotFoundError as exc:  # refused in a confined run: the node reports it
+            return ("not available", str(exc))
 
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch

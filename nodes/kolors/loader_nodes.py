@@ -70,10 +70,9 @@ class _Loader(Node):
 
     @classmethod
     def fingerprint(cls, path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from graphgen.files import file_identity
-        from graphgen.models import resolve_model_path
+        from graphgen.models import model_identity
 
-        return file_identity(resolve_model_path(settings, path, *cls.subfolders))
+        return model_identity(settings, path, *cls.subfolders)
 
     def _store(self) -> Any:
         from graphgen.models import model_store
@@ -124,11 +123,9 @@ class KolorsTextEncoderLoader(_Loader):
     @classmethod
     def fingerprint(cls, path: str, settings: EngineSettings | None = None, tokenizer_path: str = "",
                     **_: Any) -> Hashable:
-        from graphgen.files import file_identity
+        from .handles import model_identity
 
-        from .handles import resolve_model_path
-
-        tokenizer = file_identity(resolve_model_path(settings, tokenizer_path, "diffusers")) if tokenizer_path else None
+        tokenizer = model_identity(settings, tokenizer_path, "diffusers", what="tokenizer") if tokenizer_path else None
         return (super().fingerprint(path=path, settings=settings), tokenizer)
 
     def run(self, path: str, precision: str, device: str, offload: str, tokenizer_path: str) -> Any:
@@ -138,7 +135,8 @@ class KolorsTextEncoderLoader(_Loader):
         from .loading import load_text_encoder
 
         source, dtype, torch_device = self._resolve(path, precision, device)
-        tokenizer = resolve_model_path(self.ctx.settings, tokenizer_path, "diffusers") if tokenizer_path else None
+        tokenizer = resolve_model_path(self.ctx.settings, tokenizer_path, "diffusers", what="tokenizer") \
+            if tokenizer_path else None
         store = self._store()
         return load_shared(self.ctx, "text_encoder", source, dtype, torch_device,
                            lambda: load_text_encoder(source, dtype,

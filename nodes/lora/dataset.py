@@ -46,6 +46,7 @@ __all__ = [
     "LoraDataset",
     "PreprocessParams",
     "center_crop_box",
+    "dataset_files",
     "dataset_fingerprint",
     "describe",
     "file_digest",
@@ -184,19 +185,26 @@ def dataset_fingerprint(path: str | Path) -> tuple[Any, ...]:
     Returns:
         A hashable tuple.
     """
-    root_path = Path(path).expanduser()
     try:
-        layout, meta, root = _find_metadata(root_path.resolve())
-        if layout == "folder":
-            files = sorted(p for p in root.iterdir()
-                           if p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() == ".txt")
-            listed = [(p.name, file_identity(p)) for p in files]
-            return ("dataset", layout, str(root), tuple(listed))
-        rows = {"csv": _read_csv, "jsonl": _read_jsonl}[layout](meta)
-        listed = [(name, file_identity(root / name)) for _, name, _ in rows if name]
-        return ("dataset", layout, file_identity(meta), tuple(listed))
+        layout, meta, files = dataset_files(path)
     except (DatasetError, OSError, UnicodeDecodeError, csv.Error) as exc:
-        return ("dataset", "unreadable", str(root_path), type(exc).__name__, str(exc))
+        return ("dataset", "unreadable", str(path), type(exc).__name__, str(exc))
+    return ("dataset", layout, file_identity(meta), tuple((name, file_identity(file)) for name, file in files))
+
+
+def dataset_files(path: str | Path) -> tuple[str, Path, list[tuple[str, Path]]]:
+    """The files :func:`load_dataset` reads, without reading them: ``(layout, metadata file or image
+    folder, [(name as listed, path)])``; for the image-folder layout every image and caption file.
+
+    Raises:
+        DatasetError, OSError, UnicodeDecodeError, csv.Error: the folder or its metadata cannot be read.
+    """
+    layout, meta, root = _find_metadata(Path(path).expanduser().resolve())
+    if layout == "folder":
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt"))
+        return layout, meta, [(p.name, p) for p in files]
+    rows = {"csv": _read_csv, "jsonl": _read_jsonl}[layout](meta)
+    return layout, meta, [(name, root / name) for _, name, _ in rows if name]
 
 
 def load_rgb(path: Path) -> Image.Image:

@@ -20,11 +20,17 @@ from graphgen.context import Cancelled, EngineSettings
 
 
 def _dataset_path(settings: EngineSettings | None, path: str) -> Path:
-    given = Path(path).expanduser()
-    if given.is_absolute() or given.exists() or settings is None:
-        return given
-    in_input = settings.input_dir / given
-    return in_input if in_input.exists() else given
+    """The dataset folder: as given, or in the input folder (in a confined run: inside the engine's folders)."""
+    from graphgen.paths import locate
+
+    def find() -> Path:
+        given = Path(path).expanduser()
+        if given.is_absolute() or given.exists() or settings is None:
+            return given
+        in_input = settings.input_dir / given
+        return in_input if in_input.exists() else given
+
+    return locate(settings, "dataset folder", path, find)
 
 
 class KolorsTrainLoRA(Node):
@@ -68,7 +74,10 @@ class KolorsTrainLoRA(Node):
         """The dataset: its metadata and every image it lists, so that an edited dataset retrains."""
         from .dataset import dataset_fingerprint
 
-        return dataset_fingerprint(_dataset_path(settings, dataset_path))
+        try:
+            return dataset_fingerprint(_dataset_path(settings, dataset_path))
+        except FileNotFoundError as exc:  # refused in a confined run: the node reports it
+            return ("not available", str(exc))
 
     def run(self, model: Any, chatglm3_model: Any, vae: Any, dataset_path: str, output_path: str,
             output_name: str, on_bad_item: str, **params: Any) -> Result:
@@ -83,6 +92,8 @@ class KolorsTrainLoRA(Node):
         if not dataset.exists():
             raise FileNotFoundError(f"dataset folder {dataset_path!r} not found (also looked in the input folder "
                                     f"{str(self.ctx.input_dir)!r}); give a folder with train/metadata.csv")
+        if self.ctx.settings.confine_paths:
+            self._confine_dataset(dataset)
         config = TrainConfig(dataset_path=str(dataset), output_path=str(out_dir), output_name=output_name, **params)
         if model.loras:
             self.ctx.warn("the model has LoRAs stacked on it; training starts from the base UNet without them")
@@ -109,6 +120,20 @@ class KolorsTrainLoRA(Node):
         return Result(lora, str(result.lora_path), ui={
             "lora": [{"path": str(result.lora_path)}], "loss_curve": [{"path": str(result.loss_png)}],
             "loss_log": [{"path": str(result.loss_csv)}], "text": [note]})
+
+    def _confine_dataset(self, dataset: Path) -> None:
+        """In a confined run the images a dataset lists must lie inside the engine's folders too."""
+        from graphgen.paths import inside_roots, not_available
+
+        from .dataset import dataset_files
+
+        try:
+            _, _, files = dataset_files(dataset)
+        except Exception:
+            return  # unreadable: load_dataset reports it, naming the file
+        for name, file in files:
+            if not inside_roots(self.ctx.settings, file):
+                raise not_available("dataset image", name)
 
     def _prepare(self, config: Any, text: Any, vae: Any, on_bad_item: str, prepare_data: Any) -> Any:
         from .latent_cache import chatglm_encoder, vae_encoder
