@@ -292,6 +292,12 @@ def test_outputs_are_never_overwritten_by_uploads_and_long_names_are_400(server)
             assert status == 200 and body["type"] == "output" and body["name"] != "render_00001_.png"
             assert generated.read_bytes() == png_bytes(8)
             assert (state.output_dir / body["name"]).read_bytes() == png_bytes(12)
+            state.temp_dir.mkdir(parents=True, exist_ok=True)
+            (state.temp_dir / "preview.png").write_bytes(png_bytes(8))
+            status, body = await call(s, "POST", "/upload/image",
+                                      data=upload_form("preview.png", png_bytes(12), type="temp", overwrite="true"))
+            assert status == 200 and body["name"] != "preview.png"
+            assert (state.temp_dir / "preview.png").read_bytes() == png_bytes(8)
             for params in [{"filename": "a" * 5000}, {"filename": "a.png", "subfolder": "b" * 5000},
                            {"filename": "a.png", "subfolder": "/".join(["c" * 300] * 3)}]:
                 status, body = await call(s, "GET", "/view", params=params)

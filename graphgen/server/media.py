@@ -3,7 +3,7 @@
 Every name goes through `graphgen.files.safe_join` (no absolute paths, no `..`, no symbolic link
 leading out of the folder); uploads must be images, are limited in size by the app's
 `client_max_size`, and never replace a different file unless `overwrite` is asked for (and never
-a file of the output folder: generated images are not overwritten).
+a file of the output or temp folder: generated images are not overwritten).
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ async def upload_image(request: web.Request) -> web.Response:
         folder = safe_folder(folder_root, relative_parts(subfolder) if subfolder.strip() not in ("", ".") else [])
     except UnsafePathError as exc:
         raise BadRequest("invalid_path", str(exc), status=403) from None
-    # Generated images are never replaced: in the output folder `overwrite` gives a new name instead.
-    if flag(str(form.get("overwrite") or ""), False) and kind != "output":
+    # Generated images (outputs, and previews in temp) are never replaced: there `overwrite` gives a new name.
+    if flag(str(form.get("overwrite") or ""), False) and kind == "input":
         final = target.name
         atomic_write_bytes(folder / final, data, overwrite=True)
     else:
