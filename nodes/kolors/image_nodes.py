@@ -57,18 +57,19 @@ class VAEEncode(Node):
         return {"samples": latents}
 
 
+def _find_input(settings: EngineSettings | None, image: str) -> Path:
+    path = Path(image).expanduser()
+    if path.is_absolute() or settings is None:
+        return path
+    in_input = settings.input_dir / path
+    return in_input if in_input.exists() or not path.exists() else path
+
+
 def _input_path(settings: EngineSettings | None, image: str) -> Path:
     """A file name in the input folder, or a path (in a confined run: inside the engine's folders)."""
     from graphgen.paths import locate
 
-    def find() -> Path:
-        path = Path(image).expanduser()
-        if path.is_absolute() or settings is None:
-            return path
-        in_input = settings.input_dir / path
-        return in_input if in_input.exists() or not path.exists() else path
-
-    return locate(settings, "image", image, find)
+    return locate(settings, "image", image, lambda: _find_input(settings, image))
 
 
 class LoadImage(Node):
@@ -81,12 +82,9 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from graphgen.files import file_identity
+        from graphgen.paths import located_identity
 
-        try:
-            return file_identity(_input_path(settings, image))
-        except FileNotFoundError as exc:  # refused in a confined run: the node reports it
-            return ("not available", str(exc))
+        return located_identity(settings, "image", image, lambda: _find_input(settings, image))
 
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
