@@ -193,3 +193,31 @@ def _safetensors_metadata(path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata() or {}
+
+
+def test_a_replaced_tokenizer_beside_a_single_file_text_encoder_is_read_again(tmp_path, tiny_models):
+    """A single-file ChatGLM takes its tokenizer from a folder beside it, outside the file's own identity."""
+    import shutil
+
+    from graphgen import WorkflowBuilder
+
+    llm = tmp_path / "models" / "LLM" / "chatglm3.safetensors"
+    llm.parent.mkdir(parents=True)
+    shutil.copy(tiny_models.comfyui_llm_file, llm)
+    tokenizer = tmp_path / "models" / "diffusers" / "Kolors" / "tokenizer"
+    shutil.copytree(tiny_models.comfyui_kolors / "tokenizer", tokenizer)
+    engine = _identity_engine(tmp_path)
+    engine.settings.input_dir.mkdir(parents=True)
+    (engine.settings.input_dir / "x.png").write_bytes(_png_bytes((1, 2, 3)))
+    b = WorkflowBuilder()
+    b.add("KolorsTextEncoderLoader", id="text", path=str(llm), precision="fp32", device="cpu")
+    b.add("PreviewImage", images=b.add("LoadImage", image="x.png")["image"])
+    workflow = b.build()
+    first = engine.run(workflow, outputs=["text"])
+    assert first.ok, first.failed
+    assert engine.run(workflow, outputs=["text"]).cached == ["text"]
+    spm = tokenizer / "tokenizer.model"
+    _replace_keeping_size_and_mtime(spm, spm.read_bytes())  # rewritten (e.g. restored from a backup)
+    again = engine.run(workflow, outputs=["text"])
+    assert again.executed == ["text"]
+    assert again.output("text", "chatglm3_model") is not first.output("text", "chatglm3_model")  # loaded anew

@@ -123,15 +123,19 @@ class KolorsTextEncoderLoader(_Loader):
     @classmethod
     def fingerprint(cls, path: str, settings: EngineSettings | None = None, tokenizer_path: str = "",
                     **_: Any) -> Hashable:
-        from .handles import model_identity
+        from .handles import resolve_model_path, tokenizer_identity
 
-        tokenizer = model_identity(settings, tokenizer_path, "diffusers", what="tokenizer") if tokenizer_path else None
-        return (super().fingerprint(path=path, settings=settings), tokenizer)
+        try:
+            source = resolve_model_path(settings, path, *cls.subfolders)
+            tokenizer = resolve_model_path(settings, tokenizer_path, "diffusers", what="tokenizer") \
+                if tokenizer_path else None
+            used: Hashable = tokenizer_identity(source, tokenizer)
+        except (OSError, ValueError) as exc:  # refused in a confined run: the node reports it
+            used = ("not available", type(exc).__name__)
+        return (super().fingerprint(path=path, settings=settings), used)
 
     def run(self, path: str, precision: str, device: str, offload: str, tokenizer_path: str) -> Any:
-        from graphgen.files import file_identity
-
-        from .handles import load_shared, resolve_model_path
+        from .handles import load_shared, resolve_model_path, tokenizer_identity
         from .loading import load_text_encoder
 
         source, dtype, torch_device = self._resolve(path, precision, device)
@@ -143,7 +147,7 @@ class KolorsTextEncoderLoader(_Loader):
                                                      _placed(store, torch_device, source, "text_encoder", offload),
                                                      tokenizer_path=tokenizer),
                            offload=offload,
-                           extra_key=(file_identity(tokenizer),) if tokenizer is not None else ("None",))
+                           extra_key=(tokenizer_identity(source, tokenizer),))
 
 
 class KolorsVAELoader(_Loader):
@@ -175,7 +179,7 @@ class KolorsModelLoader(_Loader):
     def run(self, path: str, precision: str, device: str, compile: bool = False, channels_last: bool = False) -> Any:
         from graphgen.models.speedups import speedup_key
 
-        from .handles import UNetRef, load_shared
+        from .handles import UNetRef, load_shared, tokenizer_identity
         from .loading import load_text_encoder, load_vae
 
         source, dtype, torch_device = self._resolve(path, precision, device)
@@ -185,7 +189,7 @@ class KolorsModelLoader(_Loader):
                            extra_key=speedup_key(compile=compile, channels_last=channels_last))
         text = load_shared(ctx, "text_encoder", source, dtype, torch_device,
                            lambda: load_text_encoder(source, dtype, _placed(store, torch_device, source, "text_encoder")),
-                           extra_key=("None",))
+                           extra_key=(tokenizer_identity(source),))
         vae = load_shared(ctx, "vae", source, dtype, torch_device,
                           lambda: load_vae(source, dtype, _placed(store, torch_device, source, "vae")))
         return UNetRef(unet), text, vae
