@@ -36,8 +36,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from graphgen.context import EngineSettings
 from graphgen.files import file_identity
 from graphgen.limits import ImageTooLargeError, open_image
+from graphgen.paths import inside_roots, not_available
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -46,6 +48,7 @@ __all__ = [
     "LoraDataset",
     "PreprocessParams",
     "center_crop_box",
+    "confine_dataset",
     "dataset_files",
     "dataset_fingerprint",
     "describe",
@@ -190,6 +193,25 @@ def dataset_fingerprint(path: str | Path) -> tuple[Any, ...]:
     except (DatasetError, OSError, UnicodeDecodeError, csv.Error) as exc:
         return ("dataset", "unreadable", str(path), type(exc).__name__, str(exc))
     return ("dataset", layout, file_identity(meta), tuple((name, file_identity(file)) for name, file in files))
+
+
+def confine_dataset(settings: EngineSettings | None, path: str | Path) -> None:
+    """In a confined run (`EngineSettings.confine_paths`, the server), the files a dataset lists must lie
+    inside the engine's folders too, like the dataset folder itself (`graphgen.paths`).
+
+    Raises:
+        graphgen.paths.PathNotAvailableError: a listed image lies outside them (the message does not
+            say whether it exists).
+    """
+    if settings is None or not settings.confine_paths:
+        return
+    try:
+        _, _, files = dataset_files(path)
+    except (DatasetError, OSError, UnicodeDecodeError, csv.Error):
+        return  # unreadable: load_dataset reports it, naming the file
+    for name, file in files:
+        if not inside_roots(settings, file):
+            raise not_available("dataset image", name)
 
 
 def dataset_files(path: str | Path) -> tuple[str, Path, list[tuple[str, Path]]]:

@@ -83,6 +83,7 @@ class KolorsTrainLoRA(Node):
             output_name: str, on_bad_item: str, **params: Any) -> Result:
         from graphgen.files import safe_join
 
+        from .dataset import confine_dataset
         from .lora_file import read_lora
         from .train_config import TrainConfig, TrainingCancelled, prepare_data
         from .trainer import train_lora
@@ -92,8 +93,7 @@ class KolorsTrainLoRA(Node):
         if not dataset.exists():
             raise FileNotFoundError(f"dataset folder {dataset_path!r} not found (also looked in the input folder "
                                     f"{str(self.ctx.input_dir)!r}); give a folder with train/metadata.csv")
-        if self.ctx.settings.confine_paths:
-            self._confine_dataset(dataset)
+        confine_dataset(self.ctx.settings, dataset)
         config = TrainConfig(dataset_path=str(dataset), output_path=str(out_dir), output_name=output_name, **params)
         if model.loras:
             self.ctx.warn("the model has LoRAs stacked on it; training starts from the base UNet without them")
@@ -120,20 +120,6 @@ class KolorsTrainLoRA(Node):
         return Result(lora, str(result.lora_path), ui={
             "lora": [{"path": str(result.lora_path)}], "loss_curve": [{"path": str(result.loss_png)}],
             "loss_log": [{"path": str(result.loss_csv)}], "text": [note]})
-
-    def _confine_dataset(self, dataset: Path) -> None:
-        """In a confined run the images a dataset lists must lie inside the engine's folders too."""
-        from graphgen.paths import inside_roots, not_available
-
-        from .dataset import dataset_files
-
-        try:
-            _, _, files = dataset_files(dataset)
-        except Exception:
-            return  # unreadable: load_dataset reports it, naming the file
-        for name, file in files:
-            if not inside_roots(self.ctx.settings, file):
-                raise not_available("dataset image", name)
 
     def _prepare(self, config: Any, text: Any, vae: Any, on_bad_item: str, prepare_data: Any) -> Any:
         from .latent_cache import chatglm_encoder, vae_encoder
