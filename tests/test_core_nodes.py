@@ -155,8 +155,23 @@ def test_rebatch_latents_regroups_by_size_with_masks_and_indexes():
     assert batches[1]["noise_mask"][:, 0, 0, 0].tolist() == [1.0, 0.0]
     assert batches[3].get("noise_only") and not batches[0].get("noise_only")
     spec = ln.RebatchLatents.spec()
-    if hasattr(spec, "input_is_list"):  # engines with ComfyUI's list mapping
-        assert spec.input_is_list and spec.output_is_list == (True,)
+    assert spec.input_is_list and spec.output_is_list == (True,)
+
+
+def test_rebatched_items_flow_on_one_by_one_through_the_engine():
+    """List mapping: the node gets the whole list once; each batch it returns runs downstream on its own."""
+    b = WorkflowBuilder()
+    latents = b.add("RebatchLatents", latents=b.add("EmptyLatentImage", width=64, height=64, batch_size=3),
+                    batch_size=2)
+    shown = b.add("PreviewAny", source=b.add("LatentFromBatch", samples=latents, batch_index=0, length=64))
+    images = b.add("RebatchImages", images=b.add("EmptyImage", width=8, height=8, batch_size=5), batch_size=2)
+    inverted = b.add("ImageInvert", image=images)
+    b.add("PreviewAny", source=inverted)
+    result = Engine().run(b.build())
+    assert result.ok, result.failed
+    texts = result.ui[shown.id]["text"]
+    assert len(texts) == 2 and "shape=[2, 4, 8, 8]" in texts[0] and "shape=[1, 4, 8, 8]" in texts[1]
+    assert [image.shape[0] for image in result.output(inverted.id, "image")] == [2, 2, 1]
 
 
 def test_set_latent_noise_mask_reshapes_and_copies():

@@ -9,8 +9,6 @@ from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output
 
-from .lists import ListNode, as_list
-
 MAX_RESOLUTION = 16384
 IMAGE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CROPS = ["disabled", "center"]
@@ -128,18 +126,20 @@ class ImageBatch(Node):
         return torch.cat((image1, image2.to(image1.dtype)), dim=0)
 
 
-class RebatchImages(ListNode):
+class RebatchImages(Node):
     """Regroup a list of image batches into batches of `batch_size` images (a list of batches out)."""
 
     display_name = "Rebatch Images"
     category = "image/batch"
+    input_is_list = True  # called once with every image batch of the list (and `batch_size` as [n])
+    output_is_list = (True,)  # each batch flows on as its own item
     inputs = [Input("images", "IMAGE", force_link=True), Int("batch_size", default=1, min=1, max=4096)]
     outputs = [Output("IMAGE", "image")]
 
-    def run(self, images: Any, batch_size: Any) -> list[Any]:
+    def run(self, images: list[Any], batch_size: list[int]) -> list[Any]:
         from .latent_batch import rebatch_images
 
-        return rebatch_images(as_list(images), as_list(batch_size)[0])
+        return rebatch_images(images, batch_size[0])
 
 
 def outpaint_feather(height: int, width: int, feathering: int, *, top: bool, bottom: bool, left: bool,

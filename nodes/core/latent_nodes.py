@@ -13,8 +13,6 @@ from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output
 
-from .lists import ListNode, as_list
-
 MAX_RESOLUTION = 16384
 LATENT_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 CROPS = ["disabled", "center"]
@@ -141,7 +139,7 @@ class RepeatLatentBatch(Node):
         return repeat_latent_batch(samples, amount)
 
 
-class RebatchLatents(ListNode):
+class RebatchLatents(Node):
     """Regroup a list of latent batches into batches of `batch_size` (a list of latents out).
 
     Latents of different sizes are never joined: a change of size starts a new batch.
@@ -149,13 +147,15 @@ class RebatchLatents(ListNode):
 
     display_name = "Rebatch Latents"
     category = "latent/batch"
+    input_is_list = True  # called once with every latent of the list (and `batch_size` as [n])
+    output_is_list = (True,)  # each batch flows on as its own item
     inputs = [Input("latents", "LATENT", force_link=True), Int("batch_size", default=1, min=1, max=4096)]
     outputs = [Output("LATENT", "latent")]
 
-    def run(self, latents: Any, batch_size: Any) -> list[dict[str, Any]]:
+    def run(self, latents: list[dict[str, Any]], batch_size: list[int]) -> list[dict[str, Any]]:
         from .latent_batch import rebatch_latents
 
-        return rebatch_latents(as_list(latents), as_list(batch_size)[0])
+        return rebatch_latents(latents, batch_size[0])
 
 
 NODES = [EmptyLatentImage, SetLatentNoiseMask, LatentUpscale, LatentUpscaleBy, LatentFromBatch,
