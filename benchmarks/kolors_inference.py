@@ -53,7 +53,7 @@ def workflow(models: Path, size: int, steps: int, seed: int, scheduler: str = "e
 def pipeline_for(engine: Engine, models: Path) -> Any:
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     result = engine.run(workflow(models, 64, 1, 0), outputs=["load"])
     unet, text, vae = (result.output("load", i) for i in range(3))

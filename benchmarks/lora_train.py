@@ -184,7 +184,7 @@ def reset_gpu_peak(device: Any) -> None:
 def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
     from graphgen_nodes.lora.latent_cache import chatglm_encoder, vae_encoder
     from graphgen_nodes.lora.loss_log import read_loss_csv
     from graphgen_nodes.lora.train_config import TrainConfig, prepare_data

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from graphgen_nodes.diffusion.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
+from graphgen_nodes.diffusion.comfy_samplers import SD_SCHEDULER_CONFIG
 from graphgen_nodes.diffusion.ldm_keys import LDM_RESNET_LEAVES, UnetLayout, unet_block_rows
 
 __all__ = [
@@ -93,12 +94,7 @@ _VAE = {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "norm_num
         "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
         "latent_channels": 4, "sample_size": 64}
 
-#: Scheduler config of the SD1.5/SDXL releases (their ``scheduler_config.json``), as Euler.
-SD_SCHEDULER_CONFIG: dict[str, Any] = {
-    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-    "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "leading", "clip_sample": False,
-    "set_alpha_to_one": False, "interpolation_type": "linear", "use_karras_sigmas": False,
-}
+
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schedulers import KOLORS_SCHEDULER_CONFIG
+from graphgen_nodes.diffusion.schedulers import KOLORS_SCHEDULER_CONFIG
 
 __all__ = ["KOLORS_CHATGLM_CONFIG", "KOLORS_SCHEDULER_CONFIG", "KOLORS_UNET_CONFIG", "SDXL_VAE_CONFIG"]
 

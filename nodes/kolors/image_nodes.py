@@ -25,7 +25,7 @@ class VAEDecode(Node):
     outputs = [Output("IMAGE", "image")]
 
     def run(self, samples: dict[str, Any], vae: Any, tiled: str = "auto") -> Any:
-        from .vae_ops import decode
+        from graphgen_nodes.diffusion.vae_ops import decode
 
         with vae.use() as model:
             scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
@@ -43,7 +43,7 @@ class VAEEncode(Node):
     outputs = [Output("LATENT", "latent")]
 
     def run(self, pixels: Any, vae: Any) -> dict[str, Any]:
-        from .vae_ops import encode
+        from graphgen_nodes.diffusion.vae_ops import encode
 
         warnings: list[str] = []
         with vae.use() as model:
@@ -82,7 +82,7 @@ class LoadImage(Node):
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
 
-        from .images import load_image
+        from graphgen_nodes.diffusion.images import load_image
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -142,7 +142,7 @@ class SaveImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
 
     def run(self, images: Any, filename_prefix: str) -> Result:
-        from .images import save_png
+        from graphgen_nodes.diffusion.images import save_png
 
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
@@ -164,7 +164,7 @@ class PreviewImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True)]
 
     def run(self, images: Any) -> Result:
-        from .images import save_png
+        from graphgen_nodes.diffusion.images import save_png
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
         prefix = f"preview_{uuid.uuid4().hex[:8]}"

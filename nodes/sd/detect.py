@@ -195,3 +195,33 @@ def detect(state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> Arc
         )
     except (KeyError, StopIteration, IndexError) as exc:
         raise DetectionError(f"{source}: a {FAMILY_NAMES[family]} checkpoint with missing weights ({exc})") from None
+
+
+def detect_family_from_keys(path: Any) -> str:
+    """The family of a checkpoint file from its key names alone (a safetensors header read, no tensors).
+
+    Raises:
+        DetectionError: not an SD1.5/SDXL file.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as handle:
+            keys = list(handle.keys())
+    else:
+        from .loading import read_checkpoint
+
+        keys = list(read_checkpoint(p))
+    has = set(keys)
+    if UNET_PREFIX + "label_emb.0.0.weight" in has or any(p + "token_embedding.weight" in has for p in CLIP_G_PREFIXES):
+        clip_l = any(k.startswith(CLIP_L_PREFIXES) for k in keys)
+        return "sdxl" if clip_l or CLIP_G_PREFIXES[0] + "token_embedding.weight" in has else "sdxl_refiner"
+    if any(k.startswith((UNET_PREFIX, *CLIP_L_PREFIXES)) for k in keys):
+        return "sd15"
+    sample = ", ".join(keys[:3]) or "(no tensors)"
+    raise DetectionError(
+        f"{p} is not an SD1.5/SDXL checkpoint in the original layout (model.diffusion_model.*, "
+        f"first_stage_model.*, cond_stage_model.* or conditioner.embedders.*); its keys look like: {sample}")
