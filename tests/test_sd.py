@@ -95,6 +95,75 @@ def _pipe_pixels(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0, 1) * 255).astype(np.int16)
 
 
+def comfyui_editor_default_graph() -> dict[str, Any] | None:
+    """The editor's classic default graph, read at test time from the installed comfyui-frontend-package.
+
+    (The frontend is GPL: its graph is read from the package, never copied into this repository.)
+    The TypeScript object literal in its source map is turned into JSON.
+    """
+    import json
+    import re
+
+    try:
+        import comfyui_frontend_package as pkg
+    except ImportError:
+        return None
+    for source_map in sorted((Path(pkg.__file__).parent / "static" / "assets").glob("*.js.map")):
+        text = source_map.read_text(encoding="utf-8")
+        if "testDefaultGraph" not in text:
+            continue
+        data = json.loads(text)
+        for src, content in zip(data["sources"], data.get("sourcesContent") or [], strict=False):
+            if src.endswith("defaultGraph.ts") and content and "testDefaultGraph" in content:
+                body = content.split("const testDefaultGraph: ComfyWorkflowJSON = ", 1)[1]
+                body = body.split("\nconst ", 1)[0].strip()
+                body = re.sub(r"'((?:[^'\\]|\\.)*)'", lambda m: json.dumps(m.group(1)), body)
+                body = re.sub(r'([{,\[]\s*)([A-Za-z_]\w*)\s*:', r'\1"\2":', body)
+                body = re.sub(r",(\s*[}\]])", r"\1", body)
+                return json.loads(body)
+    return None
+
+
+def test_sd15_editor_default_graph_equals_pipeline(sd_engine: Any) -> None:
+    """ComfyUI's editor default graph (litegraph format, fp16 checkpoint name) runs unchanged but for size and
+    steps, and equals the pipeline on the same fp16-rounded weights."""
+    from graphgen.testing.tiny_sd import build_tiny_sd
+    from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
+
+    graph = comfyui_editor_default_graph()
+    if graph is None:
+        pytest.skip("comfyui-frontend-package (dev extra) is not installed")
+    assert {n["type"] for n in graph["nodes"]} >= {"CheckpointLoaderSimple", "KSampler", "CLIPTextEncode"}
+    result = sd_engine.run(graph, overrides={"5.width": 64, "5.height": 64, "3.steps": 4})
+    got = _saved_pixels(result, "9")
+
+    tiny = build_tiny_sd("sd15")
+    for module in (tiny.unet, tiny.vae, tiny.text_encoder):
+        module.half().float()
+    pipe = tiny.pipeline(make_comfy_scheduler("euler", "normal"))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=4, guidance_scale=8,
+                 generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images[0]
+    assert np.abs(_pipe_pixels(image) - got).max() <= 1
+
+
+def test_sdxl_graph_in_editor_format_runs(sd_engine: Any) -> None:
+    """The SDXL test graph converted to the editor format (graphgen's converter) gives the same image."""
+    from graphgen.server.templates import workflow_to_ui
+    from graphgen.workflow import load_workflow
+
+    if "ConditioningZeroOut" not in sd_engine.registry.specs():
+        pytest.skip("the core pack's ConditioningZeroOut is not installed")
+    graph = copy.deepcopy(SDXL_GRAPH)
+    graph["5"]["inputs"].update(width=64, height=64)
+    for node in ("10", "14"):
+        graph[node]["inputs"]["steps"] = 3
+    api = _saved_pixels(sd_engine.run(graph), "13")
+    ui = workflow_to_ui(load_workflow(graph), sd_engine.registry)
+    assert "nodes" in ui and "links" in ui
+    assert np.array_equal(_saved_pixels(sd_engine.run(ui, use_cache=False), "13"), api)
+
+
 def test_clip_tokenizer_is_the_standard_one() -> None:
     from graphgen_nodes.diffusion.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
 

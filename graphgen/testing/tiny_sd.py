@@ -315,6 +315,7 @@ class TinySDPaths:
 
 CHECKPOINT_NAMES = {"sd15": "v1-5-pruned-emaonly.safetensors", "sdxl": "sd_xl_base_1.0.safetensors",
                     "sdxl_refiner": "sd_xl_refiner_1.0.safetensors"}
+SD15_FP16_NAME = "v1-5-pruned-emaonly-fp16.safetensors"
 LORA_NAMES = {"sd15": "tiny_sd15_lora.safetensors", "sdxl": "tiny_sdxl_lora.safetensors"}
 
 
@@ -322,7 +323,8 @@ def write_tiny_sd_models(models: Path, seed: int = 0) -> TinySDPaths:
     """Writes the tiny checkpoints and LoRAs into a ComfyUI models folder (``checkpoints/``, ``loras/``).
 
     The checkpoints carry the names of the real releases, so ComfyUI's default graphs run on them
-    unchanged. Existing files are replaced only by identical content.
+    unchanged (SD1.5 also as ``v1-5-pruned-emaonly-fp16.safetensors``, fp16, the name the editor's
+    default graph asks for). Existing files are replaced only by identical content.
     """
     from safetensors.torch import save_file
 
@@ -334,8 +336,12 @@ def write_tiny_sd_models(models: Path, seed: int = 0) -> TinySDPaths:
     for family in FAMILIES:
         tiny = build_tiny_sd(family, seed)
         path = models / "checkpoints" / CHECKPOINT_NAMES[family]
-        save_file(checkpoint_state_dict(tiny), str(path))
+        state = checkpoint_state_dict(tiny)
+        save_file(state, str(path))
         checkpoints[family] = path
+        if family == "sd15":  # the name ComfyUI's default editor graph asks for, in fp16 as released
+            half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            save_file(half, str(models / "checkpoints" / SD15_FP16_NAME))
         if family in LORA_NAMES:
             lpath = models / "loras" / LORA_NAMES[family]
             save_file(kohya_lora_state_dict(tiny, seed=seed), str(lpath))
