@@ -395,3 +395,16 @@ def test_kolors_model_and_conditioning_in_ksampler(tiny_models: Any, tmp_path: P
     pixels = _saved_pixels(engine.run(graph), "6")
     assert pixels.shape == (64, 64, 3) and pixels.std() > 5
 
+
+
+def test_object_info_offers_model_files_as_choices(sd_models: Any) -> None:
+    from graphgen.registry import default_registry
+    from graphgen.server.object_info import node_definition
+
+    specs = default_registry().specs()
+    ckpt = node_definition(specs["CheckpointLoaderSimple"], None, sd_models.models)["input"]["required"]["ckpt_name"]
+    assert "sd_xl_base_1.0.safetensors" in ckpt[0] and "v1-5-pruned-emaonly.safetensors" in ckpt[0]
+    lora = node_definition(specs["LoraLoader"], None, sd_models.models)["input"]["required"]["lora_name"]
+    assert lora[0] == sorted(p.name for p in sd_models.loras.values())
+    # without a models folder the input stays a text widget
+    assert node_definition(specs["CheckpointLoaderSimple"])["input"]["required"]["ckpt_name"][0] == "STRING"

@@ -89,6 +89,19 @@ _UNETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The released architectures (for GPU benchmarks with random weights; nothing is downloaded).
+FULL_UNETS: dict[str, dict[str, Any]] = {
+    "sd15": {**_UNETS["sd15"], "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768},
+    "sdxl": {**_UNETS["sdxl"], "block_out_channels": [320, 640, 1280], "attention_head_dim": [5, 10, 20],
+             "transformer_layers_per_block": [1, 2, 10], "cross_attention_dim": 2048,
+             "projection_class_embeddings_input_dim": 2816},
+}
+FULL_CLIP_L = {**_CLIP_L, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+               "num_attention_heads": 12, "projection_dim": 768}
+FULL_CLIP_G = {**_CLIP_G, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+               "num_attention_heads": 20, "projection_dim": 1280}
+FULL_VAE = {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2}
+
 #: Tiny 4-level VAE (latents = pixels / 8) with 32 norm groups.
 _VAE = {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "norm_num_groups": 32,
         "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
@@ -136,10 +149,11 @@ def _clip(config: dict[str, Any], with_projection: bool) -> Any:
     return cls(cfg).to(torch.float32).eval()
 
 
-def build_tiny_sd(family: Family, seed: int = 0) -> TinySD:
+def build_tiny_sd(family: Family, seed: int = 0, *, full: bool = False) -> TinySD:
     """Builds one tiny checkpoint's components in memory, identically for a seed.
 
-    The global torch RNG is left as it was.
+    ``full=True`` builds the released sizes instead (SD1.5 and SDXL base; for GPU benchmarks: build
+    them under ``torch.device("cuda")``). The global torch RNG is left as it was.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -148,13 +162,14 @@ def build_tiny_sd(family: Family, seed: int = 0) -> TinySD:
     scaling = 0.18215 if family == "sd15" else 0.13025
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(sample_size=8, **_UNETS[family]).eval()
+        unet = UNet2DConditionModel(sample_size=8, **(FULL_UNETS if full else _UNETS)[family]).eval()
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKL(**_VAE, scaling_factor=scaling, force_upcast=family != "sd15").eval()
+        vae = AutoencoderKL(**{**_VAE, **(FULL_VAE if full else {})}, scaling_factor=scaling,
+                            force_upcast=family != "sd15").eval()
         torch.manual_seed(seed + 2)
-        te1 = _clip(_CLIP_L, False) if family != "sdxl_refiner" else None
+        te1 = _clip(FULL_CLIP_L if full else _CLIP_L, False) if family != "sdxl_refiner" else None
         torch.manual_seed(seed + 3)
-        te2 = _clip(_CLIP_G, True) if family != "sd15" else None
+        te2 = _clip(FULL_CLIP_G if full else _CLIP_G, True) if family != "sd15" else None
     tok1 = clip_tokenizer() if te1 is not None else None
     tok2 = clip_tokenizer(pad_token="!") if te2 is not None else None
     return TinySD(family, unet, vae, te1, te2, tok1, tok2)
