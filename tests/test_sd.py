@@ -408,3 +408,16 @@ def test_object_info_offers_model_files_as_choices(sd_models: Any) -> None:
     assert lora[0] == sorted(p.name for p in sd_models.loras.values())
     # without a models folder the input stays a text widget
     assert node_definition(specs["CheckpointLoaderSimple"])["input"]["required"]["ckpt_name"][0] == "STRING"
+
+
+def test_checkpoint_loader_reads_a_diffusers_folder(sd_engine: Any, sd_models: Any, tiny_sd15: Any) -> None:
+    """The same weights saved as a diffusers pipeline folder give the single file's image."""
+    folder = Path(sd_models.models) / "checkpoints" / "tiny-sd15-diffusers"
+    if not folder.exists():
+        tiny_sd15.pipeline().save_pretrained(folder)
+    graph = copy.deepcopy(SD15_GRAPH)
+    graph["3"]["inputs"].update(steps=3)
+    graph["5"]["inputs"].update(width=64, height=64)
+    single = _saved_pixels(sd_engine.run(graph), "9")
+    graph["4"]["inputs"]["ckpt_name"] = folder.name
+    assert np.array_equal(_saved_pixels(sd_engine.run(graph), "9"), single)

@@ -102,8 +102,49 @@ def load_checkpoint(node: Node, path: Path, want: tuple[str, ...] = ("unet", "cl
     return model, clip, vae
 
 
+_PIPELINE_FAMILIES = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl",
+                      "StableDiffusionXLImg2ImgPipeline": "sdxl"}
+
+
+def load_diffusers_folder(node: Node, path: Path) -> tuple[Any, Any, Any]:
+    """MODEL, CLIP and VAE of a diffusers pipeline folder (``model_index.json``, ``unet/``, ``vae/``...)."""
+    import json
+
+    from .handles import SDClip, SDModel, load_component
+
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is a folder but not a diffusers pipeline (no readable model_index.json: {exc}); "
+                         "give a single-file checkpoint or a diffusers SD1.5/SDXL folder") from None
+    family = _PIPELINE_FAMILIES.get(str(index.get("_class_name")))
+    if family is None:
+        raise ValueError(f"{path} holds a {index.get('_class_name')}, not an SD1.5/SDXL pipeline")
+    if family == "sdxl" and not (path / "text_encoder").is_dir():
+        family = "sdxl_refiner"
+    device, dtype = _device_dtype()
+
+    def load(kind: str, cls_path: str, sub: str) -> Any:
+        module_name, cls_name = cls_path.rsplit(".", 1)
+
+        def build(place: Any) -> Any:
+            import importlib
+
+            cls = getattr(importlib.import_module(module_name), cls_name)
+            return cls.from_pretrained(path / sub, dtype=dtype, local_files_only=True).to(place).eval()
+
+        return load_component(node.ctx, f"{family}/{kind}", path / sub, dtype, device, build)
+
+    model = SDModel(load("unet", "diffusers.UNet2DConditionModel", "unet"), family)
+    clip_l = load("clip_l", "transformers.CLIPTextModel", "text_encoder") if family != "sdxl_refiner" else None
+    clip_g = load("clip_g", "transformers.CLIPTextModelWithProjection", "text_encoder_2") \
+        if family != "sd15" else None
+    return model, SDClip(family, clip_l, clip_g), load("vae", "diffusers.AutoencoderKL", "vae")
+
+
 class CheckpointLoaderSimple(Node):
-    """Load an SD1.5 or SDXL checkpoint (a single .safetensors in the original layout) from `<models>/checkpoints`.
+    """Load an SD1.5 or SDXL checkpoint from `<models>/checkpoints`: a single .safetensors in the original
+    layout, or a diffusers pipeline folder.
 
     The architecture is read from the file's tensor shapes, so fine-tunes and small test
     checkpoints load like the originals; nothing is downloaded.
@@ -120,6 +161,8 @@ class CheckpointLoaderSimple(Node):
 
     def run(self, ckpt_name: str) -> tuple[Any, Any, Any]:
         path = _find(self.ctx.settings, ("checkpoints",), ckpt_name, "checkpoint")
+        if path.is_dir():
+            return load_diffusers_folder(self, path)
         return load_checkpoint(self, path)
 
 
