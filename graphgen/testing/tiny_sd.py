@@ -145,7 +145,7 @@ def _clip(config: dict[str, Any], with_projection: bool) -> Any:
 
     cfg = CLIPTextConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=77, bos_token_id=49406,
                          eos_token_id=49407, pad_token_id=1, **config)
-    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    cls: Any = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     return cls(cfg).to(torch.float32).eval()
 
 
@@ -162,14 +162,16 @@ def build_tiny_sd(family: Family, seed: int = 0, *, full: bool = False) -> TinyS
     scaling = 0.18215 if family == "sd15" else 0.13025
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(sample_size=8, **(FULL_UNETS if full else _UNETS)[family]).eval()
+        unet: Any = UNet2DConditionModel(sample_size=8, **(FULL_UNETS if full else _UNETS)[family])
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKL(**{**_VAE, **(FULL_VAE if full else {})}, scaling_factor=scaling,
-                            force_upcast=family != "sd15").eval()
+        vae: Any = AutoencoderKL(**{**_VAE, **(FULL_VAE if full else {})}, scaling_factor=scaling,
+                                 force_upcast=family != "sd15")
         torch.manual_seed(seed + 2)
         te1 = _clip(FULL_CLIP_L if full else _CLIP_L, False) if family != "sdxl_refiner" else None
         torch.manual_seed(seed + 3)
         te2 = _clip(FULL_CLIP_G if full else _CLIP_G, True) if family != "sd15" else None
+    unet.eval()
+    vae.eval()
     tok1 = clip_tokenizer() if te1 is not None else None
     tok2 = clip_tokenizer(pad_token="!") if te2 is not None else None
     return TinySD(family, unet, vae, te1, te2, tok1, tok2)
@@ -251,23 +253,25 @@ def checkpoint_state_dict(tiny: TinySD) -> dict[str, torch.Tensor]:
     from graphgen.testing.tiny_kolors import vae_diffusers_to_ldm
 
     sd: dict[str, torch.Tensor] = {}
+    te1: Any = tiny.text_encoder
+    te2: Any = tiny.text_encoder_2
     unet = unet_diffusers_to_ldm(tiny.unet.state_dict(), _unet_layout(tiny.unet))
     sd.update({"model.diffusion_model." + k: v for k, v in unet.items()})
     sd.update({"first_stage_model." + k: v for k, v in vae_diffusers_to_ldm(tiny.vae.state_dict()).items()})
     if tiny.family == "sd15":
-        te = _hf_clip_names(tiny.text_encoder.state_dict())
+        te = _hf_clip_names(te1.state_dict())
         sd.update({"cond_stage_model.transformer." + k: v for k, v in te.items()})
         # real SD1.5 files carry the position ids buffer and DDPM schedule buffers
         sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
         sd["alphas_cumprod"] = _alphas_cumprod()
     elif tiny.family == "sdxl":
-        te = _hf_clip_names(tiny.text_encoder.state_dict())
+        te = _hf_clip_names(te1.state_dict())
         sd.update({"conditioner.embedders.0.transformer." + k: v for k, v in te.items()})
-        g = _openclip_names(tiny.text_encoder_2.state_dict())
+        g = _openclip_names(te2.state_dict())
         sd.update({"conditioner.embedders.1.model." + k: v for k, v in g.items()})
         sd["conditioner.embedders.1.model.logit_scale"] = torch.tensor(4.6052)
     else:
-        g = _openclip_names(tiny.text_encoder_2.state_dict())
+        g = _openclip_names(te2.state_dict())
         sd.update({"conditioner.embedders.0.model." + k: v for k, v in g.items()})
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
