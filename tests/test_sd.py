@@ -421,3 +421,21 @@ def test_checkpoint_loader_reads_a_diffusers_folder(sd_engine: Any, sd_models: A
     single = _saved_pixels(sd_engine.run(graph), "9")
     graph["4"]["inputs"]["ckpt_name"] = folder.name
     assert np.array_equal(_saved_pixels(sd_engine.run(graph), "9"), single)
+
+
+def test_vae_loader_reads_an_sd_vae_file(sd_engine: Any, sd_models: Any) -> None:
+    """A VAE-only file (LDM keys, as vae-ft-mse or sdxl_vae) decodes as the checkpoint's own VAE."""
+    from safetensors.torch import load_file, save_file
+
+    vae_dir = Path(sd_models.models) / "vae"
+    vae_dir.mkdir(exist_ok=True)
+    state = load_file(str(sd_models.checkpoints["sd15"]))
+    save_file({k.removeprefix("first_stage_model."): v for k, v in state.items()
+               if k.startswith("first_stage_model.")}, str(vae_dir / "tiny-sd15-vae.safetensors"))
+    graph = copy.deepcopy(SD15_GRAPH)
+    graph["3"]["inputs"].update(steps=3)
+    graph["5"]["inputs"].update(width=64, height=64)
+    own = _saved_pixels(sd_engine.run(graph), "9")
+    graph["10"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny-sd15-vae.safetensors"}}
+    graph["8"]["inputs"]["vae"] = ["10", 0]
+    assert np.abs(_saved_pixels(sd_engine.run(graph), "9") - own).max() <= 1
