@@ -1,4 +1,4 @@
-"""VAE decode/encode and image load/save/preview nodes (ComfyUI's names and conventions).
+"""Image load/save/preview nodes (ComfyUI's names and conventions).
 
 IMAGE values are float tensors `[B, H, W, 3]` in [0, 1]; MASK values `[B, H, W]` (1 = transparent).
 """
@@ -11,50 +11,8 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from graphgen import Choice, Input, Node, Output, Result, String
+from graphgen import Input, Node, Output, Result, String
 from graphgen.context import EngineSettings
-
-
-class VAEDecode(Node):
-    """Decode latents to images. An fp16 decode that overflows (NaN/inf) is redone in fp32, with a warning."""
-
-    category = "latent"
-    inputs = [Input("samples", "LATENT", force_link=True), Input("vae", "VAE", force_link=True),
-              Choice("tiled", ["auto", "on", "off"], default="auto",
-                     description="decode in overlapping tiles (auto: for images over 4 megapixels)")]
-    outputs = [Output("IMAGE", "image")]
-
-    def run(self, samples: dict[str, Any], vae: Any, tiled: str = "auto") -> Any:
-        from .vae_ops import decode
-
-        with vae.use() as model:
-            scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
-            result = decode(model, scaled, tiled="auto" if tiled == "auto" else tiled == "on")
-        for warning in result.warnings:
-            self.ctx.warn(warning)
-        return result.images.cpu()
-
-
-class VAEEncode(Node):
-    """Encode images to latents (the posterior mean), for image-to-image."""
-
-    category = "latent"
-    inputs = [Input("pixels", "IMAGE", force_link=True), Input("vae", "VAE", force_link=True)]
-    outputs = [Output("LATENT", "latent")]
-
-    def run(self, pixels: Any, vae: Any) -> dict[str, Any]:
-        from .vae_ops import encode
-
-        warnings: list[str] = []
-        with vae.use() as model:
-            height, width = pixels.shape[1], pixels.shape[2]
-            if height % 8 or width % 8:  # crop to a multiple of 8, as ComfyUI does
-                pixels = pixels[:, : height - height % 8, : width - width % 8, :]
-            scaled = encode(model, pixels.to(vae.device), warnings=warnings)
-            latents = (scaled / model.config.scaling_factor).cpu()
-        for warning in warnings:
-            self.ctx.warn(warning)
-        return {"samples": latents}
 
 
 def _input_path(settings: EngineSettings | None, image: str) -> Path:
@@ -75,14 +33,14 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from .handles import file_identity
+        from graphgen_nodes.kolors.handles import file_identity
 
         return file_identity(_input_path(settings, image))
 
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
 
-        from .images import load_image
+        from graphgen_nodes.kolors.images import load_image
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -142,7 +100,7 @@ class SaveImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
 
     def run(self, images: Any, filename_prefix: str) -> Result:
-        from .images import save_png
+        from graphgen_nodes.kolors.images import save_png
 
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
@@ -164,7 +122,7 @@ class PreviewImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True)]
 
     def run(self, images: Any) -> Result:
-        from .images import save_png
+        from graphgen_nodes.kolors.images import save_png
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
         prefix = f"preview_{uuid.uuid4().hex[:8]}"
@@ -175,4 +133,4 @@ class PreviewImage(Node):
         return Result(ui={"images": saved})
 
 
-NODES = [VAEDecode, VAEEncode, LoadImage, SaveImage, PreviewImage]
+NODES = [LoadImage, SaveImage, PreviewImage]
