@@ -7,6 +7,7 @@ CONDITIONING a list of `[tensor, {"pooled_output": tensor, ...}]`. Node modules 
 when a node runs, so listing and validating workflows stays fast.
 """
 
-from . import io_nodes, latent_nodes, vae_nodes
+from . import conditioning_nodes, image_nodes, io_nodes, latent_nodes, mask_nodes, vae_nodes
 
-NODES: list[type] = [*vae_nodes.NODES, *latent_nodes.NODES, *io_nodes.NODES]
+NODES: list[type] = [*vae_nodes.NODES, *latent_nodes.NODES, *io_nodes.NODES, *image_nodes.NODES,
+                     *mask_nodes.NODES, *conditioning_nodes.NODES]

@@ -1,4 +1,4 @@
-"""Image load/save/preview nodes (ComfyUI's names and conventions).
+"""Nodes that read files and show or save results: images, masks, and any value as text.
 
 IMAGE values are float tensors `[B, H, W, 3]` in [0, 1]; MASK values `[B, H, W]` (1 = transparent).
 """
@@ -11,7 +11,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from graphgen import Input, Node, Output, Result, String
+from graphgen import Choice, Input, Node, Output, Result, String
 from graphgen.context import EngineSettings
 
 
@@ -26,6 +26,7 @@ def _input_path(settings: EngineSettings | None, image: str) -> Path:
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP image (EXIF orientation applied); alpha becomes the mask."""
 
+    display_name = "Load Image"
     category = "image"
     inputs = [String("image", default="", description="a file name in the input folder, or a path"),
               String("upload", default="image", optional=True, description="editor upload widget (unused)")]
@@ -50,6 +51,35 @@ class LoadImage(Node):
         if mask is None:
             mask = torch.zeros(pixels.shape[0], pixels.shape[1], pixels.shape[2])
         return pixels, mask
+
+
+class LoadImageMask(Node):
+    """Load one channel of an image as a mask (alpha is inverted: transparent = 1, as LoadImage's mask)."""
+
+    display_name = "Load Image (as Mask)"
+    category = "mask"
+    inputs = [String("image", default="", description="a file name in the input folder, or a path"),
+              Choice("channel", ["alpha", "red", "green", "blue"]),
+              String("upload", default="image", optional=True, description="editor upload widget (unused)")]
+    outputs = [Output("MASK", "mask")]
+
+    @classmethod
+    def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
+        return LoadImage.fingerprint(image, settings=settings)
+
+    def run(self, image: str, channel: str, upload: str = "image") -> Any:
+        import torch
+
+        from graphgen_nodes.kolors.images import load_image
+
+        path = _input_path(self.ctx.settings, image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {image!r} not found in the input folder {str(self.ctx.input_dir)!r} "
+                                    "nor as a path; put it there or give its full path")
+        pixels, transparent = load_image(path)
+        if channel == "alpha":  # an image without alpha is opaque everywhere: nothing masked
+            return transparent if transparent is not None else torch.zeros(pixels.shape[:3])
+        return pixels[..., ["red", "green", "blue"].index(channel)].clone()
 
 
 def _ancestors(nodes: dict[str, Any], node_id: str) -> list[str]:
@@ -95,6 +125,7 @@ class SaveImage(Node):
     cannot leave the output folder.
     """
 
+    display_name = "Save Image"
     category = "image"
     output_node = True
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
@@ -116,6 +147,7 @@ class SaveImage(Node):
 class PreviewImage(Node):
     """Show images: saved as temporary PNGs (in the output folder's `.temp`), not as results."""
 
+    display_name = "Preview Image"
     category = "image"
     output_node = True
     deterministic = False
@@ -133,4 +165,39 @@ class PreviewImage(Node):
         return Result(ui={"images": saved})
 
 
-NODES = [LoadImage, SaveImage, PreviewImage]
+def _summary(value: Any) -> Any:
+    """JSON for values that have none: tensors by shape, dtype and range; other objects by repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        text = f"tensor(shape={list(shape)}, dtype={str(value.dtype).removeprefix('torch.')}"
+        if getattr(value, "numel", lambda: 0)() and value.dtype.is_floating_point:
+            text += f", min={float(value.min()):.4g}, max={float(value.max()):.4g}"
+        return text + ")"
+    return repr(value)
+
+
+def preview_text(value: Any) -> str:
+    """How PreviewAny shows a value: text as it is, numbers as written, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return str(value)
+    try:
+        return json.dumps(value, indent=4, ensure_ascii=False, default=_summary)
+    except (TypeError, ValueError):  # e.g. keys that are not strings, or a circular structure
+        return repr(value)
+
+
+class PreviewAny(Node):
+    """Show any value as text (tensors by shape, dtype and range)."""
+
+    display_name = "Preview Any"
+    category = "utils"
+    output_node = True
+    inputs = [Input("source", "*", description="any value")]
+
+    def run(self, source: Any = None) -> Result:
+        return Result(ui={"text": [preview_text(source)]})
+
+
+NODES = [LoadImage, LoadImageMask, SaveImage, PreviewImage, PreviewAny]
