@@ -335,3 +335,21 @@ def test_every_core_node_is_listed_with_comfyuis_inputs_in_order():
         assert list(registry.get(name).inputs) == inputs, name
     names = {s.type_name for s in registry.specs().values() if s.pack == "core"}
     assert len(names) == 31 and {"PreviewAny", "RebatchLatents", "ConditioningZeroOut", "SolidMask"} <= names
+
+
+@pytest.mark.parametrize("node,widgets,linked,expected", [
+    ("LatentUpscale", ["bislerp", 1152, 896, "center"], {"samples"},
+     {"upscale_method": "bislerp", "width": 1152, "height": 896, "crop": "center"}),
+    ("LoadImageMask", ["m.png", "red", "image"], set(), {"image": "m.png", "channel": "red", "upload": "image"}),
+    ("ImagePadForOutpaint", [0, 128, 0, 64, 40], {"image"},
+     {"left": 0, "top": 128, "right": 0, "bottom": 64, "feathering": 40}),
+    ("VAEEncodeTiled", [512, 64, 64, 8], {"pixels", "vae"},
+     {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}),
+    ("EmptyImage", [512, 512, 1, 0], set(), {"width": 512, "height": 512, "batch_size": 1, "color": 0}),
+    ("VAEDecode", [], {"samples", "vae"}, {}),
+])
+def test_editor_widgets_map_to_comfyuis_inputs(node, widgets, linked, expected):
+    """Widget values saved by ComfyUI's editor land on the right inputs (positional, declaration order)."""
+    from graphgen.comfy_ui import widget_values
+
+    assert widget_values(Engine().registry.get(node), widgets, linked) == expected
