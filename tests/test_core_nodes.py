@@ -291,6 +291,7 @@ def test_conditioning_timestep_range_and_zero_out():
 
 def test_preview_any_shows_values_as_text():
     assert io.preview_text("hi") == "hi" and io.preview_text(3) == "3" and io.preview_text(None) == "None"
+    assert io.preview_text(torch.ones(2, 3)) == "tensor(shape=[2, 3], dtype=float32, min=1, max=1)"
     shown = io.preview_text({"samples": torch.zeros(1, 4, 8, 8)})
     assert "shape=[1, 4, 8, 8]" in shown and "float32" in shown
     engine = Engine()

@@ -182,6 +182,8 @@ def preview_text(value: Any) -> str:
         return value
     if value is None or isinstance(value, (bool, int, float)):
         return str(value)
+    if not isinstance(value, (dict, list, tuple)):
+        return _summary(value)  # a tensor or another object: its summary, not a quoted JSON string
     try:
         return json.dumps(value, indent=4, ensure_ascii=False, default=_summary)
     except (TypeError, ValueError):  # e.g. keys that are not strings, or a circular structure
