@@ -96,8 +96,8 @@ def test_empty_latent_has_comfyuis_defaults_and_graphgens_flag():
     latent, _ = call(ln.EmptyLatentImage, width=64, height=32, batch_size=3)
     assert latent["samples"].shape == (3, 4, 4, 8) and latent["noise_only"] is True
     assert not latent["samples"].any()
-    with pytest.raises(ValueError, match="multiples of 8.*try 64x32"):
-        call(ln.EmptyLatentImage, width=68, height=32, batch_size=1)
+    floored, warnings = call(ln.EmptyLatentImage, width=70, height=32, batch_size=1)
+    assert floored["samples"].shape == (1, 4, 4, 8) and "the latent is 64x32" in warnings[0]
 
 
 def test_latent_upscale_sizes_follow_comfyuis_rules():
