@@ -286,6 +286,28 @@ def test_conditioning_timestep_range_and_zero_out():
     assert source[0][0].all()  # untouched
 
 
+def test_saved_pngs_use_comfyuis_truncated_levels(tmp_path):
+    """ComfyUI writes `np.clip(255 * x, 0, 255).astype(uint8)`: 0.5 is 127, not 128."""
+    from graphgen_nodes.kolors.images import save_png
+
+    values = torch.cat([torch.arange(256, dtype=torch.float32) / 255, torch.rand(1000), torch.tensor([0.5, -0.2, 1.3])])
+    image = values.view(1, 1, -1, 1).expand(1, 1, values.numel(), 3)
+    comfyui = np.clip(255.0 * image.numpy(), 0, 255).astype(np.uint8)
+    saved = save_png(io.comfy_levels(image[0]), tmp_path, "direct")
+    assert np.array_equal(np.asarray(Image.open(saved)), comfyui[0])
+    assert comfyui[0, 0, -3, 0] == 127
+    # the node itself: a grey made by the graph, read back from the PNG it wrote
+    engine = Engine(output_dir=tmp_path / "out")
+    b = WorkflowBuilder()
+    grey = b.add("ImageInvert", image=b.add("EmptyImage", width=2, height=2, color=0x7F7F7F))  # 1 - 127/255
+    b.add("SaveImage", images=grey, filename_prefix="grey")
+    result = engine.run(b.build())
+    assert result.ok, result.failed
+    (png,) = (tmp_path / "out").glob("grey_*.png")
+    expected = np.clip(255.0 * result.output(grey.id, "image").numpy(), 0, 255).astype(np.uint8)[0]
+    assert np.array_equal(np.asarray(Image.open(png)), expected)
+
+
 # ----------------------------------------------------------------------------------- preview, validation
 
 

@@ -118,6 +118,17 @@ def png_text_chunks(workflow: dict[str, Any], node_id: str) -> dict[str, str]:
     return chunks
 
 
+def comfy_levels(image: Any) -> Any:
+    """The image on ComfyUI's 8-bit levels: `255 * x` clipped and truncated (not rounded).
+
+    ComfyUI writes PNGs that way, so a saved 0.5 is 127 in both; `save_png` rounds, and rounding
+    a value already on a level leaves it there.
+    """
+    import torch
+
+    return torch.floor((255.0 * image.detach().to(torch.float32).cpu()).clamp(0, 255)) / 255.0
+
+
 class SaveImage(Node):
     """Save images as PNGs in the output folder, with the workflow and generation parameters embedded.
 
@@ -136,7 +147,7 @@ class SaveImage(Node):
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
         for index in range(images.shape[0]):
-            path = save_png(images[index], self.ctx.output_dir, filename_prefix, chunks)
+            path = save_png(comfy_levels(images[index]), self.ctx.output_dir, filename_prefix, chunks)
             saved.append({"path": str(path), "filename": path.name,
                           "subfolder": str(path.parent.relative_to(self.ctx.output_dir.resolve()))
                           if path.is_absolute() else str(path.parent), "type": "output"})
@@ -160,7 +171,7 @@ class PreviewImage(Node):
         prefix = f"preview_{uuid.uuid4().hex[:8]}"
         saved = []
         for index in range(images.shape[0]):
-            path = save_png(images[index], temp, prefix, compress_level=1)
+            path = save_png(comfy_levels(images[index]), temp, prefix, compress_level=1)
             saved.append({"path": str(path), "filename": path.name, "subfolder": "", "type": "temp"})
         return Result(ui={"images": saved})
 
