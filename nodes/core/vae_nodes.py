@@ -131,26 +131,21 @@ class VAEEncodeForInpaint(Node):
     outputs = [Output("LATENT", "latent")]
 
     def run(self, pixels: Any, vae: Any, mask: Any, grow_mask_by: int = 6) -> dict[str, Any]:
+        import torch
         import torch.nn.functional as F  # noqa: N812 - the usual name
 
         from .vae_tiling import center_crop_to_multiple, grow_mask, inpaint_pixels
 
-        mask = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).to(torch_float())
+        mask = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).to(torch.float32)
         if mask.shape[0] not in (1, pixels.shape[0]):
             raise ValueError(f"mask batch of {mask.shape[0]} does not fit an image batch of {pixels.shape[0]}; "
                              "give one mask, or one per image")
         mask = F.interpolate(mask, size=(int(pixels.shape[1]), int(pixels.shape[2])), mode="bilinear")
-        greyed = inpaint_pixels(pixels[..., :3].to(torch_float()), mask)
+        greyed = inpaint_pixels(pixels[..., :3].to(torch.float32), mask)
         latents, cell = _encode(self, greyed, vae)
         # The encode cropped the pixels to whole cells, centred; the mask is cut alike.
         mask = center_crop_to_multiple(mask.movedim(1, -1), cell).movedim(-1, 1)
         return {"samples": latents, "noise_mask": grow_mask(mask, grow_mask_by)}
-
-
-def torch_float() -> Any:
-    import torch
-
-    return torch.float32
 
 
 NODES = [VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled, VAEEncodeForInpaint]
