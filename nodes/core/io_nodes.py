@@ -34,7 +34,7 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from graphgen_nodes.kolors.handles import file_identity
+        from graphgen.models import file_identity
 
         return file_identity(_input_path(settings, image))
 
