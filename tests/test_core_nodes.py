@@ -96,8 +96,13 @@ def test_empty_latent_has_comfyuis_defaults_and_graphgens_flag():
     latent, _ = call(ln.EmptyLatentImage, width=64, height=32, batch_size=3)
     assert latent["samples"].shape == (3, 4, 4, 8) and latent["noise_only"] is True
     assert not latent["samples"].any()
+<<<<<<< HEAD
     with pytest.raises(ValueError, match="multiples of 8.*try 64x32"):
         call(ln.EmptyLatentImage, width=68, height=32, batch_size=1)
+=======
+    floored, warnings = call(ln.EmptyLatentImage, width=70, height=32, batch_size=1)
+    assert floored["samples"].shape == (1, 4, 4, 8) and "the latent is 64x32" in warnings[0]
+>>>>>>> i12-core-nodes
 
 
 def test_latent_upscale_sizes_follow_comfyuis_rules():
@@ -286,11 +291,40 @@ def test_conditioning_timestep_range_and_zero_out():
     assert source[0][0].all()  # untouched
 
 
+<<<<<<< HEAD
+=======
+def test_saved_pngs_use_comfyuis_truncated_levels(tmp_path):
+    """ComfyUI writes `np.clip(255 * x, 0, 255).astype(uint8)`: 0.5 is 127, not 128."""
+    from graphgen_nodes.diffusion.images import save_png
+
+    values = torch.cat([torch.arange(256, dtype=torch.float32) / 255, torch.rand(1000), torch.tensor([0.5, -0.2, 1.3])])
+    image = values.view(1, 1, -1, 1).expand(1, 1, values.numel(), 3)
+    comfyui = np.clip(255.0 * image.numpy(), 0, 255).astype(np.uint8)
+    saved = save_png(io.comfy_levels(image[0]), tmp_path, "direct")
+    assert np.array_equal(np.asarray(Image.open(saved)), comfyui[0])
+    assert comfyui[0, 0, -3, 0] == 127
+    # the node itself: a grey made by the graph, read back from the PNG it wrote
+    engine = Engine(output_dir=tmp_path / "out")
+    b = WorkflowBuilder()
+    grey = b.add("ImageInvert", image=b.add("EmptyImage", width=2, height=2, color=0x7F7F7F))  # 1 - 127/255
+    b.add("SaveImage", images=grey, filename_prefix="grey")
+    result = engine.run(b.build())
+    assert result.ok, result.failed
+    (png,) = (tmp_path / "out").glob("grey_*.png")
+    expected = np.clip(255.0 * result.output(grey.id, "image").numpy(), 0, 255).astype(np.uint8)[0]
+    assert np.array_equal(np.asarray(Image.open(png)), expected)
+
+
+>>>>>>> i12-core-nodes
 # ----------------------------------------------------------------------------------- preview, validation
 
 
 def test_preview_any_shows_values_as_text():
     assert io.preview_text("hi") == "hi" and io.preview_text(3) == "3" and io.preview_text(None) == "None"
+<<<<<<< HEAD
+=======
+    assert io.preview_text(torch.ones(2, 3)) == "tensor(shape=[2, 3], dtype=float32, min=1, max=1)"
+>>>>>>> i12-core-nodes
     shown = io.preview_text({"samples": torch.zeros(1, 4, 8, 8)})
     assert "shape=[1, 4, 8, 8]" in shown and "float32" in shown
     engine = Engine()

@@ -144,3 +144,35 @@ def test_outpaint_and_batch_graph_end_to_end(engine, tiny_models):
     assert repeated["samples"].shape == (3, 4, 8, 12) and repeated["batch_index"] == [1, 2, 3]
     assert result.output(scaled.id, "image").shape == (3, 32, 48, 3)
     assert len(result.ui["save"]["images"]) == 3
+
+
+def test_comfyui_api_workflow_of_core_nodes_runs_from_the_cli(tmp_path, tiny_models, capsys):
+    """Outpainting preparation in ComfyUI's API format, the VAE found by name under --models-dir."""
+    import json
+
+    import cli
+
+    (tmp_path / "input").mkdir()
+    Image.fromarray(np.full((40, 48, 3), 200, dtype=np.uint8)).save(tmp_path / "input" / "photo.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png", "upload": "image"}},
+        "2": {"class_type": "ImageScale", "inputs": {"image": ["1", 0], "upscale_method": "lanczos", "width": 0,
+                                                     "height": 32, "crop": "disabled"}},
+        "3": {"class_type": "ImagePadForOutpaint", "inputs": {"image": ["2", 0], "left": 0, "top": 0, "right": 16,
+                                                              "bottom": 8, "feathering": 8}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models.comfyui_vae_file.name}},
+        "5": {"class_type": "VAEEncodeForInpaint", "inputs": {"pixels": ["3", 0], "vae": ["4", 0], "mask": ["3", 1],
+                                                              "grow_mask_by": 6}},
+        "6": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["5", 0], "vae": ["4", 0], "tile_size": 512,
+                                                         "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "outpaint"}},
+    }
+    path = tmp_path / "outpaint_api.json"
+    path.write_text(json.dumps(prompt))
+    code = cli.main(["run", str(path), "--models-dir", str(tiny_models.comfyui_models), "--input-dir",
+                     str(tmp_path / "input"), "--output-dir", str(tmp_path / "out"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    saved = sorted((tmp_path / "out").glob("outpaint_*.png"))
+    # 48x40 scaled to 38x32, padded to 54x40, encoded in whole 8-pixel cells: 48x40
+    assert len(saved) == 1 and Image.open(saved[0]).size == (48, 40)

@@ -34,14 +34,22 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
+<<<<<<< HEAD
         from graphgen_nodes.kolors.handles import file_identity
+=======
+        from graphgen.models import file_identity
+>>>>>>> i12-core-nodes
 
         return file_identity(_input_path(settings, image))
 
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
 
+<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import load_image
+=======
+        from graphgen_nodes.diffusion.images import load_image
+>>>>>>> i12-core-nodes
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -70,7 +78,11 @@ class LoadImageMask(Node):
     def run(self, image: str, channel: str, upload: str = "image") -> Any:
         import torch
 
+<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import load_image
+=======
+        from graphgen_nodes.diffusion.images import load_image
+>>>>>>> i12-core-nodes
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -118,6 +130,17 @@ def png_text_chunks(workflow: dict[str, Any], node_id: str) -> dict[str, str]:
     return chunks
 
 
+def comfy_levels(image: Any) -> Any:
+    """The image on ComfyUI's 8-bit levels: `255 * x` clipped and truncated (not rounded).
+
+    ComfyUI writes PNGs that way, so a saved 0.5 is 127 in both; `save_png` rounds, and rounding
+    a value already on a level leaves it there.
+    """
+    import torch
+
+    return torch.floor((255.0 * image.detach().to(torch.float32).cpu()).clamp(0, 255)) / 255.0
+
+
 class SaveImage(Node):
     """Save images as PNGs in the output folder, with the workflow and generation parameters embedded.
 
@@ -131,12 +154,16 @@ class SaveImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
 
     def run(self, images: Any, filename_prefix: str) -> Result:
+<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import save_png
+=======
+        from graphgen_nodes.diffusion.images import save_png
+>>>>>>> i12-core-nodes
 
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
         for index in range(images.shape[0]):
-            path = save_png(images[index], self.ctx.output_dir, filename_prefix, chunks)
+            path = save_png(comfy_levels(images[index]), self.ctx.output_dir, filename_prefix, chunks)
             saved.append({"path": str(path), "filename": path.name,
                           "subfolder": str(path.parent.relative_to(self.ctx.output_dir.resolve()))
                           if path.is_absolute() else str(path.parent), "type": "output"})
@@ -154,13 +181,17 @@ class PreviewImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True)]
 
     def run(self, images: Any) -> Result:
+<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import save_png
+=======
+        from graphgen_nodes.diffusion.images import save_png
+>>>>>>> i12-core-nodes
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
         prefix = f"preview_{uuid.uuid4().hex[:8]}"
         saved = []
         for index in range(images.shape[0]):
-            path = save_png(images[index], temp, prefix, compress_level=1)
+            path = save_png(comfy_levels(images[index]), temp, prefix, compress_level=1)
             saved.append({"path": str(path), "filename": path.name, "subfolder": "", "type": "temp"})
         return Result(ui={"images": saved})
 
@@ -182,6 +213,11 @@ def preview_text(value: Any) -> str:
         return value
     if value is None or isinstance(value, (bool, int, float)):
         return str(value)
+<<<<<<< HEAD
+=======
+    if not isinstance(value, (dict, list, tuple)):
+        return _summary(value)  # a tensor or another object: its summary, not a quoted JSON string
+>>>>>>> i12-core-nodes
     try:
         return json.dumps(value, indent=4, ensure_ascii=False, default=_summary)
     except (TypeError, ValueError):  # e.g. keys that are not strings, or a circular structure
