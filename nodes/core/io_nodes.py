@@ -34,22 +34,14 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-<<<<<<< HEAD
-        from graphgen_nodes.kolors.handles import file_identity
-=======
         from graphgen.models import file_identity
->>>>>>> i12-core-nodes
 
         return file_identity(_input_path(settings, image))
 
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
 
-<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import load_image
-=======
-        from graphgen_nodes.diffusion.images import load_image
->>>>>>> i12-core-nodes
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -78,11 +70,7 @@ class LoadImageMask(Node):
     def run(self, image: str, channel: str, upload: str = "image") -> Any:
         import torch
 
-<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import load_image
-=======
-        from graphgen_nodes.diffusion.images import load_image
->>>>>>> i12-core-nodes
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -154,11 +142,7 @@ class SaveImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
 
     def run(self, images: Any, filename_prefix: str) -> Result:
-<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import save_png
-=======
-        from graphgen_nodes.diffusion.images import save_png
->>>>>>> i12-core-nodes
 
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
@@ -181,11 +165,7 @@ class PreviewImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True)]
 
     def run(self, images: Any) -> Result:
-<<<<<<< HEAD
         from graphgen_nodes.diffusion.images import save_png
-=======
-        from graphgen_nodes.diffusion.images import save_png
->>>>>>> i12-core-nodes
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
         prefix = f"preview_{uuid.uuid4().hex[:8]}"
@@ -213,11 +193,8 @@ def preview_text(value: Any) -> str:
         return value
     if value is None or isinstance(value, (bool, int, float)):
         return str(value)
-<<<<<<< HEAD
-=======
     if not isinstance(value, (dict, list, tuple)):
         return _summary(value)  # a tensor or another object: its summary, not a quoted JSON string
->>>>>>> i12-core-nodes
     try:
         return json.dumps(value, indent=4, ensure_ascii=False, default=_summary)
     except (TypeError, ValueError):  # e.g. keys that are not strings, or a circular structure
