@@ -96,13 +96,8 @@ def test_empty_latent_has_comfyuis_defaults_and_graphgens_flag():
     latent, _ = call(ln.EmptyLatentImage, width=64, height=32, batch_size=3)
     assert latent["samples"].shape == (3, 4, 4, 8) and latent["noise_only"] is True
     assert not latent["samples"].any()
-<<<<<<< HEAD
-    with pytest.raises(ValueError, match="multiples of 8.*try 64x32"):
-        call(ln.EmptyLatentImage, width=68, height=32, batch_size=1)
-=======
     floored, warnings = call(ln.EmptyLatentImage, width=70, height=32, batch_size=1)
     assert floored["samples"].shape == (1, 4, 4, 8) and "the latent is 64x32" in warnings[0]
->>>>>>> i12-core-nodes
 
 
 def test_latent_upscale_sizes_follow_comfyuis_rules():
@@ -291,8 +286,6 @@ def test_conditioning_timestep_range_and_zero_out():
     assert source[0][0].all()  # untouched
 
 
-<<<<<<< HEAD
-=======
 def test_saved_pngs_use_comfyuis_truncated_levels(tmp_path):
     """ComfyUI writes `np.clip(255 * x, 0, 255).astype(uint8)`: 0.5 is 127, not 128."""
     from graphgen_nodes.diffusion.images import save_png
@@ -315,16 +308,12 @@ def test_saved_pngs_use_comfyuis_truncated_levels(tmp_path):
     assert np.array_equal(np.asarray(Image.open(png)), expected)
 
 
->>>>>>> i12-core-nodes
 # ----------------------------------------------------------------------------------- preview, validation
 
 
 def test_preview_any_shows_values_as_text():
     assert io.preview_text("hi") == "hi" and io.preview_text(3) == "3" and io.preview_text(None) == "None"
-<<<<<<< HEAD
-=======
     assert io.preview_text(torch.ones(2, 3)) == "tensor(shape=[2, 3], dtype=float32, min=1, max=1)"
->>>>>>> i12-core-nodes
     shown = io.preview_text({"samples": torch.zeros(1, 4, 8, 8)})
     assert "shape=[1, 4, 8, 8]" in shown and "float32" in shown
     engine = Engine()

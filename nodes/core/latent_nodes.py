@@ -21,14 +21,10 @@ CROPS = ["disabled", "center"]
 
 
 class EmptyLatentImage(Node):
-<<<<<<< HEAD
-    """An empty latent of a size: sampling it is text-to-image."""
-=======
     """An empty latent of a size: sampling it is text-to-image.
 
     A side that is not a multiple of 8 is rounded down to one (as ComfyUI does), with a warning.
     """
->>>>>>> i12-core-nodes
 
     display_name = "Empty Latent Image"
     category = "latent"
@@ -41,13 +37,8 @@ class EmptyLatentImage(Node):
         import torch
 
         if width % 8 or height % 8:
-<<<<<<< HEAD
-            raise ValueError(f"width and height must be multiples of 8, got {width}x{height}; "
-                             f"try {width - width % 8}x{height - height % 8}")
-=======
             self.ctx.warn(f"{width}x{height} is not a multiple of 8: the latent is "
                           f"{width - width % 8}x{height - height % 8}; give multiples of 8 to silence this")
->>>>>>> i12-core-nodes
         return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8), "noise_only": True}
 
 

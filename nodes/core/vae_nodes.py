@@ -15,11 +15,7 @@ from graphgen import Choice, Input, Int, Node, Output
 
 
 def _decode(node: Node, samples: dict[str, Any], vae: Any, **options: Any) -> Any:
-<<<<<<< HEAD
     from graphgen_nodes.diffusion.vae_ops import decode
-=======
-    from graphgen_nodes.diffusion.vae_ops import decode
->>>>>>> i12-core-nodes
 
     with vae.use() as model:
         scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
@@ -31,11 +27,7 @@ def _decode(node: Node, samples: dict[str, Any], vae: Any, **options: Any) -> An
 
 def _encode(node: Node, pixels: Any, vae: Any, *, tile_size: int | None = None, overlap: int = 0) -> tuple[Any, int]:
     """Unscaled latents of the (centre-cropped) pixels, and the VAE's cell size in pixels."""
-<<<<<<< HEAD
     from graphgen_nodes.diffusion.vae_ops import encode, vae_scale_factor
-=======
-    from graphgen_nodes.diffusion.vae_ops import encode, vae_scale_factor
->>>>>>> i12-core-nodes
 
     from .vae_tiling import center_crop_to_multiple, encode_tiled
 
@@ -139,41 +131,21 @@ class VAEEncodeForInpaint(Node):
     outputs = [Output("LATENT", "latent")]
 
     def run(self, pixels: Any, vae: Any, mask: Any, grow_mask_by: int = 6) -> dict[str, Any]:
-<<<<<<< HEAD
-=======
         import torch
->>>>>>> i12-core-nodes
         import torch.nn.functional as F  # noqa: N812 - the usual name
 
         from .vae_tiling import center_crop_to_multiple, grow_mask, inpaint_pixels
 
-<<<<<<< HEAD
-        mask = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).to(torch_float())
-=======
         mask = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).to(torch.float32)
->>>>>>> i12-core-nodes
         if mask.shape[0] not in (1, pixels.shape[0]):
             raise ValueError(f"mask batch of {mask.shape[0]} does not fit an image batch of {pixels.shape[0]}; "
                              "give one mask, or one per image")
         mask = F.interpolate(mask, size=(int(pixels.shape[1]), int(pixels.shape[2])), mode="bilinear")
-<<<<<<< HEAD
-        greyed = inpaint_pixels(pixels[..., :3].to(torch_float()), mask)
-=======
         greyed = inpaint_pixels(pixels[..., :3].to(torch.float32), mask)
->>>>>>> i12-core-nodes
         latents, cell = _encode(self, greyed, vae)
         # The encode cropped the pixels to whole cells, centred; the mask is cut alike.
         mask = center_crop_to_multiple(mask.movedim(1, -1), cell).movedim(-1, 1)
         return {"samples": latents, "noise_mask": grow_mask(mask, grow_mask_by)}
 
 
-<<<<<<< HEAD
-def torch_float() -> Any:
-    import torch
-
-    return torch.float32
-
-
-=======
->>>>>>> i12-core-nodes
 NODES = [VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeTiled, VAEEncodeForInpaint]
