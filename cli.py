@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", type=Path, default=Path("output"), help="where outputs are written (default: output)")
     run.add_argument("--input-dir", type=Path, default=Path("input"), help="where input images are found (default: input)")
     run.add_argument("--force", action="append", default=[], metavar="NODE", help="re-run this node even if cached")
+    run.add_argument("--target", action="append", default=[], metavar="NODE",
+                     help="run only this node and what it needs (repeatable; default: every output node)")
     from graphgen.batch.command import add_batch_arguments
 
     add_batch_arguments(run)
@@ -162,22 +164,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_batch_command(args, lambda **settings: _engine(args, **settings))
 
     engine = _engine(args, output_dir=args.output_dir, input_dir=args.input_dir)
+    targets: list[str] | None = list(dict.fromkeys(args.target)) or None
     try:
-        prepared = engine.prepare(args.workflow, _overrides(args))
+        # With --target, problems of outputs that are not targeted do not stop the run.
+        prepared = engine.prepare(args.workflow, _overrides(args), partial=targets is not None)
     except WorkflowError as exc:
         return _invalid(args, exc)
-    missing = [n for n in args.force if n not in prepared.nodes]
-    if missing:
-        raise UsageError(f"--force {missing[0]}: the workflow has no node {missing[0]!r}")
+    for option, ids in (("--force", args.force), ("--target", targets or [])):
+        missing = [n for n in ids if n not in prepared.workflow.nodes]
+        if missing:
+            raise UsageError(f"{option} {missing[0]}: the workflow has no node {missing[0]!r}")
+    if targets is not None:
+        import networkx as nx
+
+        needed = set(targets)
+        for target in targets:
+            needed |= nx.ancestors(prepared.graph, target)
+        blocking = [i for i in prepared.issues if i.node_id in needed or i.node_id is None]
+        if blocking or any(t not in prepared.nodes for t in targets):
+            return _invalid(args, WorkflowError(blocking or prepared.issues))
     from graphgen.interrupts import StopOnInterrupt
 
     with StopOnInterrupt(engine.cancel, "cancelling at the next step"):
         if args.json:
-            result = engine.run(prepared, on_event=JsonEventWriter(), force=args.force)
+            result = engine.run(prepared, on_event=JsonEventWriter(), force=args.force, outputs=targets)
         else:
             console = _console()
             with RunView(console) as view:
-                result = engine.run(prepared, on_event=view, force=args.force)
+                result = engine.run(prepared, on_event=view, force=args.force, outputs=targets)
             print_summary(console, result, debug=args.debug)
     return {"success": EXIT_OK, "failed": EXIT_NODE_FAILED, "cancelled": EXIT_CANCELLED}[result.status]
 

@@ -3,6 +3,9 @@
 A node's key is a hash of its type, version, constant inputs, the keys of the nodes feeding it,
 and the fingerprint it computes for outside state. Tensors are never hashed: a node's outputs are
 identified by how they were made, not by their contents.
+
+`CachePolicy` is the per-run policy: each node's key, whether its result may come from (and go
+to) the cache, and why a node executed (`RunResult.reasons`).
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from graphgen.spec import ExecutionOutcome
+from graphgen.spec import ALWAYS_RERUN, ExecutionOutcome
+
+if TYPE_CHECKING:
+    from graphgen.context import EngineSettings
+    from graphgen.validation import PreparedNode
 
 
 def node_key(type_name: str, version: str, constants: dict[str, Any], upstream: list[tuple[str, str, int]],
-             fingerprint: Hashable | None) -> str:
+             fingerprint: Hashable | None, lineage: str = "") -> str:
     """The lineage key of a node.
 
     Args:
@@ -28,11 +35,27 @@ def node_key(type_name: str, version: str, constants: dict[str, Any], upstream: 
         constants: Constant inputs, JSON-able.
         upstream: `(input name, source key, output index)` for each linked input.
         fingerprint: Outside state reported by the node, or None.
+        lineage: For a node an expansion added: the expanding node's key and the node's id.
     """
     # repr() of JSON-like values is canonical once dict items are sorted, and much cheaper than
     # json.dumps; it distinguishes 1, 1.0, True and "1".
-    payload = repr((type_name, version, _canonical(constants), sorted(upstream), fingerprint))
+    payload = repr((type_name, version, _canonical(constants), sorted(upstream), fingerprint, lineage))
     return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain_or_kind(value: Any) -> Any:
+    """A constant an expansion passed on, for its key: JSON-like values as they are, anything else
+    (a tensor, a model) by type only; its content is fixed by the expanding node's key."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain_or_kind(v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): _plain_or_kind(v) for k, v in value.items()}
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def _canonical(value: Any) -> Any:
@@ -44,13 +67,21 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+_FREE = frozenset({type(None), bool, int, float})
+
+
 def estimate_nbytes(value: Any, _depth: int = 0) -> int:
     """Rough memory held by a value: tensors, arrays, images, bytes, and containers of them.
 
     An object may answer for itself with `__graphgen_nbytes__()`, e.g. a handle to a model that a
     resource cache owns returns 0 so that the model is not counted twice.
     """
-    if _depth > 8 or value is None or isinstance(value, (bool, int, float)):
+    kind = type(value)
+    if kind in _FREE or _depth > 8:
+        return 0
+    if kind is list or kind is tuple:  # node outputs: a tuple of lists of items, mostly small
+        return sum([0 if type(v) in _FREE else estimate_nbytes(v, _depth + 1) for v in value])
+    if isinstance(value, (bool, int, float)):
         return 0
     own = getattr(value, "__graphgen_nbytes__", None)
     if callable(own):
@@ -153,3 +184,112 @@ class OutputCache:
 
     def stats(self) -> CacheStats:
         return CacheStats(len(self._entries), self._nbytes, self.hits, self.misses, self.evictions)
+
+
+# Why a node executed (RunResult.reasons, NodeStarted.reason).
+REASON_NOT_CACHED = "no cached result for these inputs"
+REASON_FORCED = "forced"
+REASON_ALWAYS = "it re-runs every time"
+REASON_UPSTREAM = "a node it depends on re-ran"
+REASON_NO_CACHE = "the cache is off for this run"
+
+
+class CachePolicy:
+    """One run's cache policy: node keys, what may be served from and stored in the cache, and why.
+
+    A node re-runs when forced, when it is non-deterministic, when its fingerprint says so
+    (`ALWAYS_RERUN`), or when a node it depends on (linked, lazily or not) re-ran for one of these
+    reasons ("tainted"): then its key cannot identify its outputs. Results made from untainted
+    inputs are stored; a forced re-run of a deterministic node refreshes its entry.
+
+    Args:
+        cache: The engine's output cache.
+        settings: The run's settings (fingerprints read folders).
+        force: Node ids to re-run.
+        use_cache: False: nothing is read from or written to the cache.
+    """
+
+    __slots__ = ("cache", "settings", "forced", "use_cache", "keys", "tainted", "storable", "stored")
+
+    def __init__(self, cache: OutputCache, settings: EngineSettings, force: Iterable[str] = (),
+                 use_cache: bool = True) -> None:
+        self.cache = cache
+        self.settings = settings
+        self.forced = set(force)
+        self.use_cache = use_cache
+        self.keys: dict[str, str] = {}
+        self.tainted: dict[str, str] = {}  # node id -> why it must run
+        self.storable: set[str] = set()
+        self.stored: set[str] = set()  # keys this run stored
+
+    def add(self, node: PreparedNode) -> str:
+        """Compute a node's key (the keys of its sources first); raises what its fingerprint raises."""
+        spec = node.spec
+        node_id = node.node_id
+        fingerprint = None
+        if spec.fingerprint is not None:
+            inputs = node.constants
+            if spec.fingerprint_links and node.links:
+                inputs = {**inputs, **dict.fromkeys(node.links)}
+            fingerprint = spec.fingerprint(dict(inputs), self.settings)
+        always = fingerprint is ALWAYS_RERUN
+        keys = self.keys
+        tainted = self.tainted
+        upstream = []
+        upstream_tainted = False
+        for name, (src, index) in node.links.items():
+            upstream.append((name, keys[src], index))
+            if src in tainted:
+                upstream_tainted = True
+        lineage = ""
+        constants: dict[str, Any] = node.constants
+        if node.parent is not None:
+            lineage = keys.get(node.parent, "") + "/" + node_id
+            constants = {k: _plain_or_kind(v) for k, v in constants.items()}
+            upstream_tainted = upstream_tainted or node.parent in tainted
+        key = node_key(spec.type_name + "@" + spec.pack, spec.version, constants, upstream,
+                       None if always else fingerprint, lineage)
+        keys[node_id] = key
+        if node_id in self.forced:
+            tainted[node_id] = REASON_FORCED
+        elif not spec.deterministic or always:
+            tainted[node_id] = REASON_ALWAYS
+        elif upstream_tainted:
+            tainted[node_id] = REASON_UPSTREAM
+        elif not self.use_cache:
+            tainted[node_id] = REASON_NO_CACHE
+        if self.use_cache and (node_id not in tainted or (
+                node_id in self.forced and spec.deterministic and not always and not upstream_tainted)):
+            self.storable.add(node_id)
+        return key
+
+    def lookup(self, node_id: str) -> ExecutionOutcome | None:
+        """The cached outcome of a node, unless it must run."""
+        if node_id in self.tainted:
+            return None
+        return self.cache.get(self.keys[node_id])
+
+    def recheck(self, node_id: str) -> ExecutionOutcome | None:
+        """Look again just before running: an identical node earlier in this run may have stored
+        the result meanwhile (only keys this run stored are looked up again)."""
+        key = self.keys[node_id]
+        if key not in self.stored or node_id in self.tainted:
+            return None
+        return self.cache.get(key)
+
+    def peek(self, node_id: str) -> ExecutionOutcome | None:
+        """The cached outcome of a node the run did not need (no miss counted when absent)."""
+        key = self.keys.get(node_id)
+        if key is None or node_id in self.tainted or key not in self.cache:
+            return None
+        return self.cache.get(key)
+
+    def store(self, node_id: str, outcome: ExecutionOutcome) -> None:
+        if node_id in self.storable:
+            key = self.keys[node_id]
+            self.cache.put(key, outcome)
+            self.stored.add(key)
+
+    def reason(self, node_id: str) -> str:
+        """Why a node executed."""
+        return self.tainted.get(node_id, REASON_NOT_CACHED)

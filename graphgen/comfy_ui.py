@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphgen.errors import Issue, WorkflowError
-from graphgen.spec import BOOLEAN, COMBO, CONSTANT_TYPES, FLOAT, INT, STRING, InputSpec, NodeSpec, split_types
+from graphgen.formats import CONTROL_VALUES, is_seed, is_seed_name, widget_inputs
+from graphgen.spec import BOOLEAN, COMBO, FLOAT, INT, STRING, InputSpec, NodeSpec, split_types
 
 if TYPE_CHECKING:
     from graphgen.registry import NodeRegistry
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CONTROL_VALUES", "convert_file", "is_ui_workflow", "ui_to_workflow"]
 
-#: Values of the frontend-only widget that follows a seed (never sent to an engine).
-CONTROL_VALUES = frozenset({"fixed", "randomize", "increment", "decrement"})
-SEED_NAMES = frozenset({"seed", "noise_seed"})
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
 REROUTE_TYPES = frozenset({"Reroute"})
 PRIMITIVE_TYPE = "PrimitiveNode"
@@ -217,7 +215,7 @@ def _promoted_values(instance: _UINode) -> dict[int, Any]:
         out[slot] = values[position]
         position += 1
         name = instance.inputs[slot].widget or ""
-        if _is_seed_name(name) and position < len(values) and (
+        if is_seed_name(name) and position < len(values) and (
                 isinstance(values[position], bool) or values[position] in CONTROL_VALUES):
             position += 1
     return out
@@ -308,7 +306,7 @@ class _Resolver:
 
     def source(self, key: str | None) -> tuple[str, Any, Any] | None:
         """("link", node id, slot), ("value", value, None), or None (nothing feeds it)."""
-        return self._follow(key, set())
+        return self._follow(key)
 
     def dead_end(self, key: str | None) -> tuple[_UINode, str] | None:
         """Why a link gives nothing: the muted node it comes from, or the bypassed node with no
@@ -333,27 +331,30 @@ class _Resolver:
                 return None
         return None
 
-    def _follow(self, key: str | None, seen: set[tuple[str, int]]) -> tuple[str, Any, Any] | None:
-        if key is None or key not in self.links:
-            return None
-        link = self.links[key]
-        if link.origin is None:
-            return ("value", link.value, None)
-        node = self.nodes.get(link.origin)
-        if node is None or (node.id, link.slot) in seen:
-            return None
-        seen.add((node.id, link.slot))
-        if node.mode == MODE_MUTED or node.type in NOTE_TYPES:
-            return None
-        if node.type in REROUTE_TYPES:
-            return self._follow(node.inputs[0].link, seen) if node.inputs else None
-        if node.type == PRIMITIVE_TYPE:
-            value = _primitive_value(node)
-            return None if value is _NOTHING else ("value", value, None)
-        if node.mode == MODE_BYPASSED:
-            through = self._bypass_input(node, link)
-            return self._follow(through.link, seen) if through else None
-        return ("link", node.id, link.slot)
+    def _follow(self, key: str | None) -> tuple[str, Any, Any] | None:
+        # A loop, not recursion: editor graphs may chain thousands of reroutes or bypassed nodes.
+        seen: set[tuple[str, int]] = set()
+        while key is not None and key in self.links:
+            link = self.links[key]
+            if link.origin is None:
+                return ("value", link.value, None)
+            node = self.nodes.get(link.origin)
+            if node is None or (node.id, link.slot) in seen:
+                return None
+            seen.add((node.id, link.slot))
+            if node.mode == MODE_MUTED or node.type in NOTE_TYPES:
+                return None
+            if node.type in REROUTE_TYPES:
+                key = node.inputs[0].link if node.inputs else None
+            elif node.type == PRIMITIVE_TYPE:
+                value = _primitive_value(node)
+                return None if value is _NOTHING else ("value", value, None)
+            elif node.mode == MODE_BYPASSED:
+                through = self._bypass_input(node, link)
+                key = through.link if through else None
+            else:
+                return ("link", node.id, link.slot)
+        return None
 
     def _bypass_input(self, node: _UINode, link: _Link) -> _Input | None:
         """The input of a bypassed node that stands in for the output a link starts at."""
@@ -370,20 +371,6 @@ class _Resolver:
 
 
 # -- widgets ----------------------------------------------------------------------------------
-
-def _is_widget(spec: InputSpec) -> bool:
-    if spec.hidden or spec.force_link:
-        return False
-    return any(t in CONSTANT_TYPES for t in split_types(spec.type))
-
-
-def _is_seed_name(name: str) -> bool:
-    return name in SEED_NAMES or name.endswith("seed")
-
-
-def _is_seed(spec: InputSpec) -> bool:
-    return INT in split_types(spec.type) and _is_seed_name(spec.name)
-
 
 def _static_choices(spec: InputSpec) -> list[Any] | None:
     if spec.choices is None or callable(spec.choices):
@@ -429,7 +416,7 @@ def _assign(layout: list[InputSpec], values: list[Any]) -> tuple[dict[str, Any],
     position = 0
     expected = 0
     for index, spec in enumerate(layout):
-        expected += 2 if _is_seed(spec) else 1
+        expected += 2 if is_seed(spec) else 1
         if position >= len(values):
             continue
         value = values[position]
@@ -438,11 +425,11 @@ def _assign(layout: list[InputSpec], values: list[Any]) -> tuple[dict[str, Any],
         misfits += not _fits(spec, value)
         if INT in split_types(spec.type) and position < len(values):
             nxt = values[position]
-            if _is_seed(spec) and isinstance(nxt, bool):
+            if is_seed(spec) and isinstance(nxt, bool):
                 position += 1  # early editors stored the seed's control widget as a boolean (randomize)
             elif isinstance(nxt, str) and nxt in CONTROL_VALUES:
                 following = layout[index + 1] if index + 1 < len(layout) else None
-                if _is_seed(spec) or not _takes_text(following, nxt):
+                if is_seed(spec) or not _takes_text(following, nxt):
                     position += 1
     return assigned, misfits, len(values) - position, expected
 
@@ -459,7 +446,7 @@ def widget_values(spec: NodeSpec, values: Any, linked: set[str]) -> dict[str, An
         return {name: value for name, value in values.items() if name in spec.inputs}
     if not isinstance(values, list) or not values:
         return {}
-    widgets = [i for i in spec.inputs.values() if _is_widget(i)]
+    widgets = widget_inputs(spec)
     layouts = [widgets]
     unlinked = [w for w in widgets if w.name not in linked]
     if len(unlinked) != len(widgets):
@@ -481,9 +468,7 @@ def _constant(value: Any) -> Any:
 # -- conversion -------------------------------------------------------------------------------
 
 def _unknown_issue(node: _UINode, registry: NodeRegistry) -> Issue:
-    from graphgen.validation import _unknown_type_issue
-
-    issue = _unknown_type_issue(node.id, node.type, registry)
+    issue = registry.unknown_type_issue(node.id, node.type)
     pack = node.properties.get("cnr_id") or node.properties.get("aux_id")
     if isinstance(pack, str) and pack and issue.code == "unknown_node_type" and pack != "comfy-core":
         issue.hint += f" (in ComfyUI it comes from the node pack {pack!r})"
@@ -593,7 +578,8 @@ def ui_to_workflow(data: dict[str, Any], registry: NodeRegistry, *, keep_ui: boo
 def convert_file(src: str | Path, dst: str | Path, registry: NodeRegistry, *, api: bool = False,
                  keep_ui: bool = False) -> Path:
     """Convert a workflow file (ComfyUI UI or API JSON, a graphgen file, or a PNG carrying a workflow)
-    into a graphgen JSON file (or ComfyUI's API form with `api=True`).
+    into a graphgen JSON file (or ComfyUI's API form with `api=True`: parameter values written into
+    their inputs, links by output index, every widget filled; see `graphgen.formats.api_prompt`).
 
     The file is written atomically and never overwrites an existing one.
 
@@ -615,9 +601,9 @@ def convert_file(src: str | Path, dst: str | Path, registry: NodeRegistry, *, ap
     if "title" not in workflow.metadata and not api:
         workflow = workflow.model_copy(update={"metadata": {"title": src.stem, **workflow.metadata}})
     if api:
-        payload: dict[str, Any] = {node_id: {"class_type": node.class_type, "inputs": node.inputs,
-                                             "_meta": {"title": node.title}}
-                                   for node_id, node in workflow.nodes.items()}
+        from graphgen.formats import api_prompt
+
+        payload: dict[str, Any] = api_prompt(workflow, registry)
         workflow_from_data(payload, str(dst))  # the API form must read back
     else:
         payload = workflow.to_json_dict()

@@ -1,14 +1,20 @@
-"""What a running node can reach: progress, cancellation, warnings, folders and shared resources."""
+"""What a running node can reach: progress, cancellation, warnings, folders and shared resources.
+
+`current_context()` returns the context of the node running in the calling thread or asyncio task
+(a contextvar set around every node call), so helpers that get no context passed in (ComfyUI's
+`ProgressBar`, interrupt checks, `PromptServer.send_sync`) still reach the right node.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graphgen.events import Event, NodeProgress, NodeWarning
+from graphgen.events import Event, NodeMessage, NodeProgress, NodeWarning
 
 if TYPE_CHECKING:
     from graphgen.resources import ResourceCache
@@ -50,14 +56,21 @@ class NodeContext:
     """Handed to a node while it runs (`self.ctx` in `Node.run`).
 
     Args:
-        node_id: The node's id in the workflow.
+        node_id: The node's id in the workflow (for nodes a running node created by expansion:
+            their own, prefixed id).
         node_type: Its type name.
         run_id: The run it belongs to.
-        settings: The engine's folders.
+        settings: The run's folders.
         resources: The engine's shared-resource cache (loaded models).
         emit: Where events go.
         cancel_event: Set when the run is cancelled.
         workflow: The workflow being run, as a JSON-able dict (output nodes embed it in files).
+        display_id: The id editors show for this node: the node that created an expanded node,
+            unless the expansion said otherwise (ComfyUI's `override_display_id`).
+        prompt: The API-format prompt as submitted (ComfyUI's hidden `PROMPT`).
+        extra_pnginfo: What ComfyUI's hidden `EXTRA_PNGINFO` holds (`{"workflow": ...}`).
+        dynprompt: The run's live graph, expansions included (ComfyUI's hidden `DYNPROMPT`).
+        call_index: Which item of a list-mapped input this call handles (0 when not mapped).
     """
 
     def __init__(
@@ -70,6 +83,12 @@ class NodeContext:
         emit: Callable[[Event], None],
         cancel_event: threading.Event,
         workflow: dict[str, Any] | None = None,
+        *,
+        display_id: str | None = None,
+        prompt: dict[str, Any] | None = None,
+        extra_pnginfo: dict[str, Any] | None = None,
+        dynprompt: Any = None,
+        call_index: int = 0,
     ) -> None:
         self.node_id = node_id
         self.node_type = node_type
@@ -77,9 +96,35 @@ class NodeContext:
         self.settings = settings
         self.resources = resources
         self.workflow = workflow or {}
+        self.display_id = display_id or node_id
+        self.prompt = prompt if prompt is not None else self.workflow.get("nodes", self.workflow)
+        self.extra_pnginfo = extra_pnginfo if extra_pnginfo is not None else {"workflow": self.workflow}
+        self.dynprompt = dynprompt
+        self.call_index = call_index
         self._emit = emit
         self._cancel_event = cancel_event
+        self._graphs_made = 0
         self.warnings: list[str] = []
+
+    @property
+    def unique_id(self) -> str:
+        """ComfyUI's name for the node id (its hidden `UNIQUE_ID`)."""
+        return self.node_id
+
+    def graph_prefix(self) -> str:
+        """A fresh id prefix for a graph this call builds to expand into.
+
+        `"<node id>.<call index>.<n>."`, n counting the graphs this call made: the ids ComfyUI's
+        `GraphBuilder` gives, unique within the run and the same on every run (so expanded
+        nodes are cached like any other).
+        """
+        prefix = f"{self.node_id}.{self.call_index}.{self._graphs_made}."
+        self._graphs_made += 1
+        return prefix
+
+    def send(self, event: str, data: Any) -> None:
+        """Send an arbitrary message to whoever watches the run (the server's websocket clients)."""
+        self._emit(NodeMessage(run_id=self.run_id, node_id=self.node_id, message=event, data=data))
 
     @property
     def output_dir(self) -> Path:
@@ -109,3 +154,20 @@ class NodeContext:
         self.warnings.append(message)
         self._emit(NodeWarning(run_id=self.run_id, node_id=self.node_id, node_type=self.node_type,
                                message=message))
+
+
+_CURRENT: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("graphgen_node_context", default=None)
+
+
+def current_context() -> NodeContext | None:
+    """The context of the node running in this thread or asyncio task, None outside a node."""
+    return _CURRENT.get()
+
+
+def set_current_context(ctx: NodeContext | None) -> contextvars.Token[NodeContext | None]:
+    """Make `ctx` current (the executor does this around every node call); returns the reset token."""
+    return _CURRENT.set(ctx)
+
+
+def reset_current_context(token: contextvars.Token[NodeContext | None]) -> None:
+    _CURRENT.reset(token)

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from graphgen import compat
 from graphgen.cache import OutputCache
 from graphgen.context import EngineSettings
 from graphgen.events import Event
-from graphgen.executor import Executor, RunResult
+from graphgen.executor import Executor, RunResult, settings_for_run
 from graphgen.models import ModelStore
 from graphgen.overrides import apply_overrides
 from graphgen.registry import NodeRegistry, default_registry
@@ -64,32 +65,41 @@ class Engine:
         resource_bytes: int | None = None,
         vram_bytes: int | None = None,
     ) -> None:
+        self.settings = EngineSettings(output_dir=Path(output_dir), input_dir=Path(input_dir),
+                                       models_dir=Path(models_dir) if models_dir else None)
+        # ComfyUI packs read `folder_paths` at import (before any run): they see this Engine's folders.
+        compat.use_settings(self.settings)
         self.registry = registry if registry is not None else default_registry(plugins)
         if registry is not None:
             for directory in plugins:
                 self.registry.load_plugin_dir(directory)
-        self.settings = EngineSettings(output_dir=Path(output_dir), input_dir=Path(input_dir),
-                                       models_dir=Path(models_dir) if models_dir else None)
         self.cache = OutputCache(max_entries=cache_entries, max_bytes=cache_bytes)
         self.resources = ModelStore(max_bytes=resource_bytes, vram_budget=vram_bytes)
-        self._executor = Executor(self.cache, self.settings, self.resources)
+        self._executor = Executor(self.cache, self.settings, self.resources, self.registry)
         self._cancel = threading.Event()
         self._run_lock = threading.Lock()
         self._prepared: OrderedDict[str, PreparedWorkflow] = OrderedDict()
 
-    def prepare(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> PreparedWorkflow:
+    def prepare(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None, *,
+                partial: bool = False) -> PreparedWorkflow:
         """Load, apply overrides and validate; raises `WorkflowError` listing every problem.
+
+        With `partial`, output nodes that cannot run are left out (their problems in
+        `PreparedWorkflow.issues`) while the others run, as ComfyUI's server does; it raises only
+        when no output node is valid.
 
         ComfyUI editor (UI) workflows, and PNGs carrying a workflow, are converted here with this
         engine's node schemas. Validations are memoized by content (an app re-running the same workflow pays for the
         check once), unless a node's allowed values are computed at validation time.
         """
         key = self._prepare_key(workflow, overrides)
+        if key is not None and partial:
+            key += ":partial"
         if key is not None and key in self._prepared:
             self._prepared.move_to_end(key)
             return self._prepared[key]
         prepared = validate(apply_overrides(load_workflow(workflow, self.registry), overrides, self.registry),
-                            self.registry)
+                            self.registry, partial=partial)
         if key is not None and not prepared.has_dynamic_choices:
             self._prepared[key] = prepared
             while len(self._prepared) > PREPARED_MEMO_SIZE:
@@ -135,6 +145,8 @@ class Engine:
         force: Iterable[str] = (),
         outputs: Iterable[str] | None = None,
         use_cache: bool = True,
+        output_dir: str | os.PathLike[str] | None = None,
+        extra_pnginfo: dict[str, Any] | None = None,
     ) -> RunResult:
         """Run a workflow.
 
@@ -145,6 +157,9 @@ class Engine:
             force: Node ids to re-run even when their results are cached.
             outputs: Output node ids to produce (default: all output nodes).
             use_cache: False runs every needed node and leaves the cache untouched.
+            output_dir: Where this run's output nodes write (default: the engine's folder);
+                per run, so the engine's settings are never rewritten.
+            extra_pnginfo: What ComfyUI's hidden EXTRA_PNGINFO input holds (default: the workflow).
 
         Returns:
             The `RunResult`. A failing node does not raise: see `result.failed`.
@@ -154,18 +169,14 @@ class Engine:
         """
         prepared = workflow if isinstance(workflow, PreparedWorkflow) else self.prepare(workflow, overrides)
         emit = on_event or _ignore
-        with self._run_lock:
+        # A run with ComfyUI-style nodes keeps ComfyUI's modules importable throughout (one scope,
+        # rather than one per node call).
+        with self._run_lock, compat.scope_for(node.spec for node in prepared.nodes.values()):
             self._cancel.clear()
             return self._executor.run(prepared, emit=emit, cancel_event=self._cancel, force=force,
-                                      targets=outputs, use_cache=use_cache)
-
-    def run_batch(self, workflow: WorkflowSource, jobs: Any = None, *, executor: Any = "local",
-                  **options: Any) -> Any:
-        """Run a batch or sweep of jobs (see `graphgen.batch.run_batch`); locally this Engine serves
-        every job, so models load once; `executor="ray"` sends jobs to Ray actors, one per GPU."""
-        from graphgen.batch import run_batch
-
-        return run_batch(workflow, jobs, engine=self, executor=executor, **options)
+                                      targets=outputs, use_cache=use_cache,
+                                      settings=settings_for_run(self.settings, output_dir),
+                                      extra_pnginfo=extra_pnginfo)
 
     def cancel(self) -> None:
         """Ask the running workflow to stop at the next node or step. Safe from any thread."""

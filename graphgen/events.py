@@ -35,6 +35,10 @@ class NodeStarted(Event):
     kind: ClassVar[str] = "node_started"
     node_id: str = ""
     node_type: str = ""
+    display_node_id: str = ""
+    """The id editors show (for a node an expansion added: the node that expanded)."""
+    reason: str = ""
+    """Why it runs instead of coming from the cache."""
 
 
 @dataclass
@@ -62,12 +66,25 @@ class NodeWarning(Event):
 
 
 @dataclass
+class NodeMessage(Event):
+    """A message a node sends to whoever watches the run (`ctx.send`; ComfyUI's `send_sync`)."""
+
+    kind: ClassVar[str] = "node_message"
+    node_id: str = ""
+    message: str = ""
+    """The message's type (ComfyUI's `event` argument; named so that it does not clash with the
+    JSON form's `"event": "node_message"`)."""
+    data: Any = None
+
+
+@dataclass
 class NodeFinished(Event):
     kind: ClassVar[str] = "node_finished"
     node_id: str = ""
     node_type: str = ""
     seconds: float = 0.0
     ui: dict[str, Any] | None = None
+    display_node_id: str = ""
 
 
 @dataclass
@@ -77,6 +94,7 @@ class NodeFailed(Event):
     node_type: str = ""
     error: str = ""
     error_type: str = ""
+    display_node_id: str = ""
 
 
 @dataclass

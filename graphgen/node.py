@@ -15,15 +15,27 @@
 and returns one value per output (a tuple, or the bare value for a single output, or a `Result`
 to attach UI data such as saved file names). `self.ctx` gives progress, cancellation, warnings,
 folders and shared resources.
+
+The rest of the execution model is opt-in:
+
+- `Int("x", lazy=True)` (any input): computed only when `check_lazy_status(**inputs)` returns
+  its name (it sees None for lazy inputs not computed yet); unneeded branches never run.
+- `async def run(...)`: awaited; independent async nodes run concurrently.
+- `input_is_list = True` / `output_is_list = (True, ...)`: list mapping, as in ComfyUI.
+- `validate_inputs(cls, **constants)` (classmethod): custom checks at validation time; returns
+  True or a message, and replaces the built-in checks of the inputs it names.
+- `Result(..., expand=graph)`: run a graph in this node's place (values may link into it).
+- Returning `graphgen.blocker.ExecutionBlocker(...)` for an output blocks what depends on it.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from graphgen.blocker import ExecutionBlocker
 from graphgen.context import NodeContext
 from graphgen.spec import (
     BOOLEAN,
@@ -94,14 +106,18 @@ class Output:
 
 @dataclass
 class Result:
-    """Return this from `run` to attach UI data (e.g. `{"images": [...]}`) to the outputs."""
+    """Return this from `run` to attach UI data (e.g. `{"images": [...]}`) to the outputs, or a
+    graph to expand into (`expand`: an API-format dict or a builder with `.finalize()`; values
+    may then be links `[node id, output index]` into it)."""
 
     values: tuple[Any, ...] = ()
     ui: dict[str, Any] | None = field(default=None)
+    expand: Any = None
 
-    def __init__(self, *values: Any, ui: dict[str, Any] | None = None) -> None:
+    def __init__(self, *values: Any, ui: dict[str, Any] | None = None, expand: Any = None) -> None:
         self.values = values
         self.ui = ui
+        self.expand = expand
 
 
 class Node:
@@ -121,6 +137,10 @@ class Node:
     """An output node saves or shows a result; only nodes that lead to one run."""
     deterministic: ClassVar[bool] = True
     """False: never served from the cache (the node has internal randomness or side effects)."""
+    input_is_list: ClassVar[bool] = False
+    """True: `run` receives every input as a list and is called once (list mapping)."""
+    output_is_list: ClassVar[Sequence[bool]] = ()
+    """Per output: `run` returns a list whose items are that output's items."""
 
     ctx: NodeContext
 
@@ -161,11 +181,36 @@ class Node:
                 if wants_settings:
                     return declared(**constants, settings=settings)
                 return declared(**constants)
+        check_lazy = None
+        if callable(getattr(cls, "check_lazy_status", None)):
+            def check_lazy(ctx: NodeContext, kwargs: dict[str, Any]) -> Any:
+                node = cls()
+                node.ctx = ctx
+                return node.check_lazy_status(**kwargs)  # type: ignore[attr-defined]
+        validate = getattr(cls, "validate_inputs", None)
+        validate_takes: frozenset[str] | None = None
+        wants_types = False
+        if callable(validate):
+            parameters = inspect.signature(validate).parameters
+            wants_types = "input_types" in parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                validate_takes = frozenset(n for n in parameters if n != "input_types")
+
+            def validate_inputs(kwargs: dict[str, Any]) -> Any:
+                return validate(**kwargs)
+        else:
+            validate_inputs = None  # type: ignore[assignment]
         return NodeSpec(
             type_name=name,
             inputs=inputs,
             outputs=outputs,
             execute=_make_executor(cls, len(outputs)),
+            check_lazy=check_lazy,
+            input_is_list=cls.input_is_list,
+            output_is_list=tuple(bool(x) for x in cls.output_is_list),
+            validate_inputs=validate_inputs,
+            validate_takes=validate_takes,
+            validate_wants_types=wants_types,
             category=cls.category,
             display_name=cls.display_name or name,
             description=(cls.description or (cls.__doc__ or "")).strip(),
@@ -179,20 +224,29 @@ class Node:
 
 
 def _make_executor(cls: type[Node], n_outputs: int) -> Any:
-    def execute(ctx: NodeContext, kwargs: dict[str, Any]) -> ExecutionOutcome:
+    def execute(ctx: NodeContext, kwargs: dict[str, Any]) -> ExecutionOutcome | Awaitable[ExecutionOutcome]:
         node = cls()
         node.ctx = ctx
         returned = node.run(**kwargs)
+        if inspect.isawaitable(returned):
+            return _finish_async(returned, n_outputs, cls.type_name or cls.__name__)
         return normalize_return(returned, n_outputs, cls.type_name or cls.__name__)
 
     return execute
 
 
+async def _finish_async(returned: Any, n_outputs: int, type_name: str) -> ExecutionOutcome:
+    return normalize_return(await returned, n_outputs, type_name)
+
+
 def normalize_return(returned: Any, n_outputs: int, type_name: str) -> ExecutionOutcome:
     """Turn what `run` returned into an `ExecutionOutcome`, checking the number of values."""
     ui = None
+    expand = None
     if isinstance(returned, Result):
-        values, ui = returned.values, returned.ui
+        values, ui, expand = returned.values, returned.ui, returned.expand
+    elif isinstance(returned, ExecutionBlocker):
+        values = (returned,) * n_outputs
     elif n_outputs == 1 and not (isinstance(returned, tuple) and len(returned) == 1):
         values = (returned,)
     elif returned is None:
@@ -203,4 +257,4 @@ def normalize_return(returned: Any, n_outputs: int, type_name: str) -> Execution
         values = (returned,)
     if len(values) != n_outputs:
         raise TypeError(f"node type {type_name} returned {len(values)} values but declares {n_outputs} outputs")
-    return ExecutionOutcome(values=tuple(values), ui=ui)
+    return ExecutionOutcome(values=tuple(values), ui=ui, expand=expand)

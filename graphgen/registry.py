@@ -4,18 +4,23 @@ Packs come from three places: the built-in packs in `nodes/` (installed as `grap
 installed distributions that declare the entry-point group `graphgen.nodes`, and plugin folders
 (`--plugins DIR`, `GRAPHGEN_PLUGIN_PATH`) laid out like ComfyUI's `custom_nodes`.
 
-A pack is a module exposing `NODES` (graphgen `Node` classes or ComfyUI classic classes) and/or
-ComfyUI's `NODE_CLASS_MAPPINGS` (+ `NODE_DISPLAY_NAME_MAPPINGS`). Two packs defining the same
+A pack is a module exposing `NODES` (graphgen `Node` classes, ComfyUI classic or schema classes),
+ComfyUI's `NODE_CLASS_MAPPINGS` (+ `NODE_DISPLAY_NAME_MAPPINGS`), and/or ComfyUI's
+`comfy_entrypoint()` (an async function returning a `ComfyExtension` that lists schema nodes).
+Plugin folders are imported, and their ComfyUI-style nodes run, with ComfyUI's modules available
+(`graphgen.compat`); an import graphgen does not provide fails that pack alone. Two packs defining the same
 node type never overwrite each other: the name becomes ambiguous, the collision is reported
 naming both packs, and each stays reachable as `pack/Type`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import pkgutil
 import sys
@@ -27,7 +32,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from graphgen import compat
 from graphgen.comfy_classic import classic_spec, is_classic_node
+from graphgen.comfy_schema import is_schema_node, schema_spec
+from graphgen.errors import Issue
 from graphgen.spec import NodeSpec
 
 ENTRY_POINT_GROUP = "graphgen.nodes"
@@ -87,6 +95,20 @@ class NodeRegistry:
         """The packs that all define `type_name`, when more than one does."""
         return self._ambiguous.get(type_name)
 
+    def unknown_type_issue(self, node_id: str, type_name: str) -> Issue:
+        """The issue for a node whose type is unknown (with close names) or defined by several packs."""
+        packs = self.ambiguity(type_name)
+        if packs:
+            return Issue(code="ambiguous_node_type", node_id=node_id, node_type=type_name,
+                         message=f"node type {type_name!r} is defined by several packs: {', '.join(packs)}",
+                         hint=f"write the type as {' or '.join(repr(f'{p}/{type_name}') for p in packs)}, "
+                              "or remove a pack")
+        close = self.closest(type_name)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+            "install or point --plugins at the pack that provides it; `graphgen nodes` lists known types"
+        return Issue(code="unknown_node_type", node_id=node_id, node_type=type_name,
+                     message=f"unknown node type {type_name!r}", hint=hint)
+
     def names(self) -> list[str]:
         return sorted(self._specs)
 
@@ -144,16 +166,26 @@ class NodeRegistry:
         """Register every node a pack module exposes."""
         info = self.packs.setdefault(pack, PackInfo(name=pack, source=source))
         info.source = source
-        found = hasattr(module, "NODES") or hasattr(module, "NODE_CLASS_MAPPINGS")
+        found = any(hasattr(module, name) for name in ("NODES", "NODE_CLASS_MAPPINGS", "comfy_entrypoint"))
         for node in getattr(module, "NODES", None) or ():
             self._register_safely(node, pack)
+        entrypoint = getattr(module, "comfy_entrypoint", None)
+        if callable(entrypoint):
+            try:
+                extension_nodes = _extension_nodes(entrypoint)
+            except Exception as exc:
+                self.problems.append(PackProblem("bad_node", pack, f"pack {pack!r}: comfy_entrypoint() failed: "
+                                                 f"{type(exc).__name__}: {exc}"))
+                extension_nodes = []
+            for node in extension_nodes:
+                self._register_safely(node, pack)
         mappings = getattr(module, "NODE_CLASS_MAPPINGS", None) or {}
         display = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
         for name, node in mappings.items():
             self._register_safely(node, pack, name=name, display_name=display.get(name, ""))
         if not found:
-            self.problems.append(PackProblem("bad_node", pack, f"pack {pack!r} ({source}) defines no NODES "
-                                             "and no NODE_CLASS_MAPPINGS"))
+            self.problems.append(PackProblem("bad_node", pack, f"pack {pack!r} ({source}) defines no NODES, "
+                                             "no NODE_CLASS_MAPPINGS and no comfy_entrypoint"))
         return info
 
     def _register_safely(self, node: Any, pack: str, name: str | None = None, display_name: str = "") -> None:
@@ -231,6 +263,17 @@ class NodeRegistry:
         self.register_module(module, pack, source)
 
     def _import_file_pack(self, path: Path, pack: str, package_dir: Path | None) -> None:
+        """Import a plugin-folder pack with ComfyUI's modules available, and register its nodes.
+
+        Its ComfyUI-style nodes get the same modules while they run (`compat.scoped`)."""
+        with compat.scope():
+            compat.use_registry(self)  # ComfyUI's `nodes` module looks up core nodes here
+            before = set(self._qualified)
+            self._import_file_pack_scoped(path, pack, package_dir)
+            for qualified in set(self._qualified) - before:
+                _scope_spec(self._qualified[qualified])
+
+    def _import_file_pack_scoped(self, path: Path, pack: str, package_dir: Path | None) -> None:
         # A unique module name per file, so that two folders with a pack of the same name
         # don't replace each other in sys.modules.
         digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
@@ -259,7 +302,7 @@ class NodeRegistry:
         self.register_module(module, pack, source)
 
     def _import_failed(self, pack: str, source: str, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+        message = compat.friendly_import_error(exc) or f"{type(exc).__name__}: {exc}"
         self.packs[pack] = PackInfo(name=pack, source=source, error=message,
                                     traceback="".join(traceback.format_exception(exc)))
         self.problems.append(PackProblem("import_failed", pack, f"pack {pack!r} ({source}) failed to import: {message}"))
@@ -273,15 +316,46 @@ def to_spec(node: Any, name: str | None = None, display_name: str = "") -> NodeS
         spec = node
     elif isinstance(node, type) and issubclass(node, Node):
         spec = node.spec()
+    elif is_schema_node(node):
+        spec = schema_spec(node, name, display_name)
     elif is_classic_node(node):
         spec = classic_spec(name or node.__name__, node, display_name)
     else:
-        raise TypeError(f"{node!r} is neither a graphgen Node class nor a ComfyUI-style node class")
+        raise TypeError(f"{node!r} is neither a graphgen Node class nor a ComfyUI-style (classic or schema) node class")
     if name and name != spec.type_name:
         spec.type_name = name
     if display_name:
         spec.display_name = display_name
     return spec
+
+
+def _extension_nodes(entrypoint: Any) -> list[Any]:
+    """The nodes of a schema-API pack: `await (await comfy_entrypoint()).get_node_list()`."""
+    import asyncio
+
+    async def collect() -> list[Any]:
+        extension = entrypoint()
+        if inspect.isawaitable(extension):
+            extension = await extension
+        on_load = getattr(extension, "on_load", None)
+        if on_load is not None:
+            loaded = on_load()
+            if inspect.isawaitable(loaded):
+                await loaded
+        nodes = extension.get_node_list()
+        return list(await nodes if inspect.isawaitable(nodes) else nodes)
+
+    return asyncio.run(collect())
+
+
+def _scope_spec(spec: NodeSpec) -> None:
+    """Run a ComfyUI-style node's code (execute, lazy checks, validation...) with ComfyUI's modules."""
+    if spec.style not in ("comfyui-classic", "comfyui-schema"):
+        return
+    for item in dataclasses.fields(spec):
+        value = getattr(spec, item.name)
+        if item.name != "source" and callable(value) and not isinstance(value, type):
+            setattr(spec, item.name, compat.scoped(value))
 
 
 def default_registry(plugin_dirs: Iterable[str | os.PathLike[str]] = (), builtin: bool = True,

@@ -21,6 +21,9 @@ BOOLEAN = "BOOLEAN"
 COMBO = "COMBO"
 ANY = "*"
 CONSTANT_TYPES = frozenset({INT, FLOAT, STRING, BOOLEAN, COMBO})
+ENGINE_HIDDEN = frozenset({"UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO", "DYNPROMPT"})
+"""Hidden input types the executor fills (ComfyUI's names): the node id, the API prompt, the
+PNG info (`{"workflow": ...}`) and the run's live graph."""
 
 
 class _Missing:
@@ -63,6 +66,12 @@ class InputSpec:
         force_link: A constant-typed input that must come from a link.
         hidden: Supplied by the engine (ComfyUI `hidden` inputs), never by the workflow.
         description: Shown by `graphgen nodes` and in editors.
+        lazy: A linked value is computed only when the node's `check_lazy` asks for it (until
+            then the node sees None for it); unneeded branches never run.
+        raw_link: The node receives the link itself (`[source id, output index]`), not the value
+            (ComfyUI's `rawLink`, used by loop nodes that rebuild the graph).
+        loose_constant: Any constant is accepted as it is, whatever the type (ComfyUI accepts a
+            plain value for a custom type, and for hidden inputs an expansion sets).
     """
 
     name: str
@@ -78,6 +87,9 @@ class InputSpec:
     force_link: bool = False
     hidden: bool = False
     description: str = ""
+    lazy: bool = False
+    raw_link: bool = False
+    loose_constant: bool = False
 
     @property
     def accepts_constant(self) -> bool:
@@ -136,15 +148,26 @@ class OutputSpec:
 
 @dataclass
 class ExecutionOutcome:
-    """What running a node produced: its output values and optional UI data (saved files...)."""
+    """What running a node produced: its output values and optional UI data (saved files...).
+
+    With `expand` set (a graph in API format, or an object with `.finalize()` returning one) the
+    node expands: the graph's nodes run in the same run and a value in `values` that is a link
+    `[node id, output index]` into that graph stands for that node's output.
+    """
 
     values: tuple[Any, ...]
     ui: dict[str, Any] | None = None
+    expand: Any = None
 
 
-Executor = Callable[[Any, dict[str, Any]], ExecutionOutcome]
+Executor = Callable[[Any, dict[str, Any]], Any]
+"""`execute(context, kwargs)` -> an `ExecutionOutcome`, or an awaitable of one (async nodes)."""
 Fingerprinter = Callable[[dict[str, Any], Any], Hashable | None]
 """`fingerprint(constants, settings)`: settings are the engine's `EngineSettings` (folders)."""
+LazyCheck = Callable[[Any, dict[str, Any]], Any]
+"""`check_lazy(context, kwargs)` -> names of lazy inputs needed now (or an awaitable of them)."""
+InputValidator = Callable[[dict[str, Any]], Any]
+"""`validate_inputs(kwargs)` -> True, or a message saying what is wrong (or an awaitable of it)."""
 
 
 @dataclass
@@ -154,6 +177,31 @@ class NodeSpec:
     `execute(context, kwargs)` runs the node; `fingerprint(constants, settings)` returns a value describing
     outside state (a file's size and mtime...) that is folded into the cache key. A node whose
     `deterministic` is False is never served from the cache.
+
+    ComfyUI's execution model is expressed by these fields (both node styles, and adapters such
+    as the `comfy_api` schema nodes, set them; the executor and validation read only these):
+
+    - `check_lazy(context, kwargs)`: for nodes with `lazy` inputs; kwargs hold every input
+      (None for lazy ones not computed yet); returns the names it needs now. Called again after
+      each batch it asked for, until it needs nothing more. May be async.
+    - `input_is_list`: the node receives every input as a list (one call per run) instead of
+      being called once per item of list inputs (the longest list wins, shorter ones repeat
+      their last item).
+    - `output_is_list`: per output, whether the value the node returns is itself a list whose
+      items are the output's items (otherwise each call contributes one item).
+    - `validate_inputs(kwargs)`: custom validation at validation time (ComfyUI's
+      `VALIDATE_INPUTS`); kwargs hold the constants it takes (None for linked inputs), and
+      `input_types` (linked input -> producing type) when `validate_wants_types`. It replaces the
+      built-in checks of the inputs it takes: `validate_takes` names them, None means all of
+      them (a `**kwargs` function). Returns True or an error message; may be async.
+    - `validate_wants_types`: also skips the built-in type check of links.
+    - `fingerprint_links`: the fingerprint also receives linked inputs, as None (ComfyUI's
+      `IS_CHANGED` signature).
+    - `accepts_undeclared`: links to inputs the node does not declare are passed to it (a
+      function taking `**kwargs`) instead of being a validation error.
+
+    `execute` may return an awaitable (an `async def` node): independent async nodes run
+    concurrently on the run's event loop. Values may be `graphgen.blocker.ExecutionBlocker`s.
     """
 
     type_name: str
@@ -170,6 +218,44 @@ class NodeSpec:
     pack: str = ""
     style: str = "graphgen"
     source: Any = field(default=None, repr=False)
+    check_lazy: LazyCheck | None = field(default=None, repr=False)
+    input_is_list: bool = False
+    output_is_list: tuple[bool, ...] = ()
+    validate_inputs: InputValidator | None = field(default=None, repr=False)
+    validate_takes: frozenset[str] | None = None
+    validate_wants_types: bool = False
+    fingerprint_links: bool = False
+    accepts_undeclared: bool = False
+
+    def output_list_flags(self) -> tuple[bool, ...]:
+        """`output_is_list` padded to one flag per output."""
+        flags = tuple(self.output_is_list)[: len(self.outputs)]
+        return flags + (False,) * (len(self.outputs) - len(flags))
+
+    @functools.cached_property
+    def list_flags(self) -> tuple[bool, ...]:
+        """`output_list_flags()`, computed once."""
+        return self.output_list_flags()
+
+    @functools.cached_property
+    def output_names(self) -> tuple[str, ...]:
+        """Each output's name (its index as text where it has none)."""
+        return tuple(o.name or str(i) for i, o in enumerate(self.outputs))
+
+    @functools.cached_property
+    def lazy_inputs(self) -> frozenset[str]:
+        """Names of the lazy inputs (computed once: the executor asks for every node)."""
+        return frozenset(name for name, spec in self.inputs.items() if spec.lazy)
+
+    @functools.cached_property
+    def engine_hidden(self) -> tuple[tuple[str, str], ...]:
+        """`(name, kind)` of hidden inputs the executor fills (UNIQUE_ID, PROMPT...)."""
+        return tuple((name, spec.type) for name, spec in self.inputs.items()
+                     if spec.hidden and spec.type in ENGINE_HIDDEN)
+
+    @functools.cached_property
+    def raw_link_inputs(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self.inputs.items() if spec.raw_link)
 
     def output_index(self, ref: int | str) -> int | None:
         """Index of an output given by index or by name, None when there is no such output."""
@@ -281,6 +367,8 @@ def coerce_constant(spec: InputSpec, value: Any) -> Any:
     if STRING in types and isinstance(value, str):
         return value
     if BOOLEAN in types and isinstance(value, bool):
+        return value
+    if spec.loose_constant:
         return value
     expected = type_words(spec.type)
     if not spec.accepts_constant:

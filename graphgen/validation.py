@@ -7,11 +7,14 @@ defaults filled in) and its links resolved to output indexes. The planner and ex
 from __future__ import annotations
 
 import difflib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
+from graphgen.asyncutil import run_sync
+from graphgen.blocker import ExecutionBlocker
 from graphgen.errors import Issue, WorkflowError
 from graphgen.registry import NodeRegistry, UnknownNodeType
 from graphgen.spec import ConstantError, NodeSpec, coerce_constant, type_words, types_compatible
@@ -20,12 +23,19 @@ from graphgen.workflow import MAX_NESTING, Link, Workflow, nesting_depth, parse_
 
 @dataclass
 class PreparedNode:
-    """A node ready to run: constants checked, links resolved to (source id, output index)."""
+    """A node ready to run: constants checked, links resolved to (source id, output index).
+
+    Nodes a running node added by expansion also record that node (`parent`), the id editors
+    show for them (`display_id`) and their inputs as the expansion wrote them (`raw_inputs`).
+    """
 
     node_id: str
     spec: NodeSpec
     constants: dict[str, Any]
     links: dict[str, tuple[str, int]]
+    parent: str | None = None
+    display_id: str | None = None
+    raw_inputs: dict[str, Any] | None = None
 
 
 @dataclass
@@ -38,6 +48,10 @@ class PreparedWorkflow:
     output_nodes: list[str] = field(default_factory=list)
     orders: dict[tuple[str, ...] | None, list[str]] = field(default_factory=dict)
     """Execution orders already computed, by target set (see `plan.execution_order`)."""
+    issues: list[Issue] = field(default_factory=list)
+    """Problems of the output nodes left out of a partially valid workflow (`validate(partial=True)`)."""
+    invalid_outputs: list[str] = field(default_factory=list)
+    """The output nodes left out because something they need is invalid."""
     _json: dict[str, Any] | None = None
 
     def workflow_json(self) -> dict[str, Any]:
@@ -52,15 +66,20 @@ class PreparedWorkflow:
         return any(callable(node.spec.inputs[name].choices) for node in self.nodes.values() for name in node.constants)
 
 
-def validate(workflow: Workflow, registry: NodeRegistry) -> PreparedWorkflow:
-    """Check `workflow`; return it prepared, or raise `WorkflowError` listing every issue."""
+def validate(workflow: Workflow, registry: NodeRegistry, partial: bool = False) -> PreparedWorkflow:
+    """Check `workflow`; return it prepared, or raise `WorkflowError` listing every issue.
+
+    With `partial` (ComfyUI's server behaviour) an output node whose own checks or whose
+    upstream nodes' checks fail is left out, with its issues in `PreparedWorkflow.issues`,
+    while the valid outputs still run; `WorkflowError` only when no output is valid.
+    """
     issues: list[Issue] = []
     specs: dict[str, NodeSpec] = {}
     for node_id, entry in workflow.nodes.items():
         try:
             specs[node_id] = registry.get(entry.class_type)
         except UnknownNodeType:
-            issues.append(_unknown_type_issue(node_id, entry.class_type, registry))
+            issues.append(registry.unknown_type_issue(node_id, entry.class_type))
 
     prepared: dict[str, PreparedNode] = {}
     graph = nx.DiGraph()
@@ -76,22 +95,27 @@ def validate(workflow: Workflow, registry: NodeRegistry) -> PreparedWorkflow:
     if not outputs and not any(i.code == "unknown_node_type" for i in issues):
         issues.append(Issue(code="no_output_node", message="the workflow has no output node, so nothing would run",
                             hint="add a node that saves or shows a result (e.g. SaveImage, PreviewImage)"))
+    if issues and partial and outputs:
+        good, bad = _split_outputs(outputs, issues, graph)
+        if good:
+            return PreparedWorkflow(workflow=workflow, nodes=prepared, graph=graph, output_nodes=good,
+                                    issues=issues, invalid_outputs=bad)
     if issues:
         raise WorkflowError(issues)
     return PreparedWorkflow(workflow=workflow, nodes=prepared, graph=graph, output_nodes=outputs)
 
 
-def _unknown_type_issue(node_id: str, class_type: str, registry: NodeRegistry) -> Issue:
-    packs = registry.ambiguity(class_type)
-    if packs:
-        return Issue(code="ambiguous_node_type", node_id=node_id, node_type=class_type,
-                     message=f"node type {class_type!r} is defined by several packs: {', '.join(packs)}",
-                     hint=f"write the type as {' or '.join(repr(f'{p}/{class_type}') for p in packs)}, or remove a pack")
-    close = registry.closest(class_type)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
-        "install or point --plugins at the pack that provides it; `graphgen nodes` lists known types"
-    return Issue(code="unknown_node_type", node_id=node_id, node_type=class_type,
-                 message=f"unknown node type {class_type!r}", hint=hint)
+def _split_outputs(outputs: list[str], issues: list[Issue], graph: nx.DiGraph) -> tuple[list[str], list[str]]:
+    """Output nodes that need no node with an issue, and those that do."""
+    if any(i.node_id is None for i in issues):
+        return [], list(outputs)
+    bad_nodes = {i.node_id for i in issues}
+    good: list[str] = []
+    bad: list[str] = []
+    for output in outputs:
+        needed = nx.ancestors(graph, output) | {output}
+        (bad if needed & bad_nodes else good).append(output)
+    return good, bad
 
 
 def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Workflow,
@@ -102,9 +126,17 @@ def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Work
         issues.append(Issue(code=code, message=message, node_id=node.node_id, node_type=spec.type_name,
                             input=input_name, hint=hint))
 
+    custom = spec.validate_inputs is not None
+    takes = spec.validate_takes
     for name, raw in raw_inputs.items():
         input_spec = spec.inputs.get(name)
-        if input_spec is None or input_spec.hidden:
+        if input_spec is None and spec.accepts_undeclared:
+            # ComfyUI passes undeclared links to a function taking **kwargs (and drops constants).
+            value = parse_input(raw) if isinstance(raw, list) else None
+            if isinstance(value, Link):
+                _check_link(node, name, value, workflow, specs, issue, graph, any_type=True)
+            continue
+        if input_spec is None or (input_spec.hidden and not input_spec.loose_constant):
             known = [n for n, i in spec.inputs.items() if not i.hidden]
             close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
             hint = (f"did you mean {', '.join(repr(c) for c in close)}? " if close else "") + \
@@ -117,10 +149,18 @@ def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Work
             issue("invalid_link", str(exc), name, "fix the link")
             continue
         if isinstance(value, Link):
-            _check_link(node, name, value, workflow, specs, issue, graph)
+            _check_link(node, name, value, workflow, specs, issue, graph, any_type=spec.validate_wants_types)
         elif isinstance(value, (dict, list)) and nesting_depth(value) > MAX_NESTING:
             issue("value_too_deep", f"the value nests more than {MAX_NESTING} levels deep", name,
                   "flatten the value")
+        elif custom and (takes is None or name in takes):
+            # The node's own validation replaces the built-in checks of this input (ComfyUI):
+            # only the plain conversion of an exactly INT/FLOAT/STRING/BOOLEAN input is kept.
+            try:
+                node.constants[name] = _plain_conversion(input_spec.type, value)
+            except (TypeError, ValueError) as exc:
+                issue("invalid_input_type", f"cannot read {value!r} as {input_spec.type}: {exc}", name,
+                      f"give {type_words(input_spec.type)}")
         else:
             try:
                 node.constants[name] = coerce_constant(input_spec, value)
@@ -136,18 +176,49 @@ def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Work
             what = f"a link from a node producing {input_spec.type}" if not input_spec.accepts_constant \
                 else type_words(input_spec.type)
             issue("required_input_missing", f"required input {name!r} is missing", name, f"give it {what}")
+    if custom and not any(i.node_id == node.node_id for i in issues):
+        _custom_validation(node, workflow, specs, issue)
 
-    # A node class may check combinations of its constants (e.g. a sampler × scheduler pair that
-    # has no implementation): `validate(**constants) -> list of messages`, one issue each.
-    check = getattr(spec.source, "validate", None)
-    if callable(check) and not any(i.node_id == node.node_id for i in issues):
-        for message in check(**node.constants) or []:
-            issue("invalid_combination", str(message), None, "pick one of the supported combinations")
+
+_CONVERSIONS: dict[str, Any] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+
+
+def _plain_conversion(type_name: str, value: Any) -> Any:
+    convert = _CONVERSIONS.get(type_name)
+    return value if convert is None else convert(value)
+
+
+def _custom_validation(node: PreparedNode, workflow: Workflow, specs: dict[str, NodeSpec], issue: Any) -> None:
+    """Run a node's own input validation (ComfyUI's `VALIDATE_INPUTS`): constants it takes, None
+    for linked inputs, and the producing types of links as `input_types` if it asks."""
+    spec = node.spec
+    takes = spec.validate_takes
+    kwargs: dict[str, Any] = {}
+    for name in (*node.constants, *node.links):
+        if (takes is None or name in takes) and name in spec.inputs:
+            kwargs[name] = node.constants.get(name)
+    if spec.validate_wants_types:
+        kwargs["input_types"] = {name: specs[src].outputs[index].type for name, (src, index) in node.links.items()}
+    assert spec.validate_inputs is not None
+    try:
+        verdict = spec.validate_inputs(kwargs)
+        if inspect.isawaitable(verdict):
+            verdict = run_sync(verdict)
+    except Exception as exc:
+        issue("exception_during_validation", f"its input validation raised {type(exc).__name__}: {exc}", None,
+              "fix the inputs (or the node's VALIDATE_INPUTS)")
+        return
+    if verdict is True or isinstance(verdict, ExecutionBlocker):
+        return
+    detail = "" if verdict is False or verdict is None else f": {verdict}"
+    taken = sorted(kwargs.keys() - {"input_types"})
+    issue("custom_validation_failed", f"its inputs failed the node's own validation{detail}",
+          taken[0] if len(taken) == 1 else None, f"check {', '.join(taken)}" if taken else "check its inputs")
 
 
 def _check_link(node: PreparedNode, name: str, link: Link, workflow: Workflow, specs: dict[str, NodeSpec],
-                issue: Any, graph: nx.DiGraph) -> None:
-    input_spec = node.spec.inputs[name]
+                issue: Any, graph: nx.DiGraph, any_type: bool = False) -> None:
+    input_spec = node.spec.inputs.get(name)
     if link.node not in workflow.nodes:
         close = difflib.get_close_matches(link.node, list(workflow.nodes), n=1)
         issue("link_to_missing_node", f"links to node {link.node!r}, which is not in the workflow", name,
@@ -165,7 +236,7 @@ def _check_link(node: PreparedNode, name: str, link: Link, workflow: Workflow, s
               name, f"its outputs are {outputs}")
         return
     produced = source.outputs[index].type
-    if not types_compatible(produced, input_spec.type):
+    if not any_type and input_spec is not None and not types_compatible(produced, input_spec.type):
         issue("return_type_mismatch",
               f"expects {input_spec.type} but node {link.node} ({source.type_name}) output {index} "
               f"({source.outputs[index].name}) gives {produced}",

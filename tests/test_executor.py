@@ -203,3 +203,17 @@ def test_validation_is_memoized_but_not_stale(engine, tmp_path):
 
     text = engine.prepare(wf, parse_set_arguments(["2.b=5"]))
     assert text.nodes["2"].constants["b"] == 5
+
+
+def test_a_10000_deep_chain_validates_and_runs(tmp_path):
+    """Nothing in validation, planning or the execution list recurses per node."""
+    engine = Engine(registry=make_registry(), output_dir=tmp_path, cache_entries=20_000)
+    depth = 10_000
+    wf = {"0": {"class_type": "Const", "inputs": {"value": 0}}}
+    for i in range(1, depth):
+        wf[str(i)] = {"class_type": "Add", "inputs": {"a": [str(i - 1), 0], "b": 1}}
+    wf["out"] = {"class_type": "Show", "inputs": {"value": [str(depth - 1), 0]}}
+    result = engine.run(wf)
+    assert result.ok and result.ui["out"] == {"values": [{"value": depth - 1}]}
+    assert len(result.executed) == depth + 1
+    assert len(engine.run(wf).cached) == depth + 1

@@ -278,7 +278,7 @@ def test_unsupported_sampler_scheduler_pair_is_a_validation_error(sd_engine: Any
     graph = copy.deepcopy(SD15_GRAPH)
     graph["3"]["inputs"].update(sampler_name="euler_ancestral", scheduler="karras")
     issues = sd_engine.validate(graph)
-    assert [(i.code, i.node_id) for i in issues] == [("invalid_combination", "3")]
+    assert [(i.code, i.node_id) for i in issues] == [("custom_validation_failed", "3")]
     assert "euler_ancestral + karras" in issues[0].message
     assert "normal, sgm_uniform, simple" in issues[0].message
     graph["3"]["inputs"].update(scheduler="normal")

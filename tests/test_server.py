@@ -700,3 +700,36 @@ def test_an_unexpected_failure_is_a_json_500_without_traceback(server, monkeypat
     status, body = run(main())
     assert status == 500 and body["error"]["type"] == "server_error"
     assert "a bug" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+
+
+def test_partially_valid_prompts_run_the_valid_outputs_and_targets_limit_a_run(server):
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": 3}},
+              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+              "3": {"class_type": "Show", "inputs": {"value": ["9", 0]}},
+              "4": {"class_type": "Slow", "inputs": {"tag": "partial"}}}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server.url) as s:
+            ws = await s.ws_connect("/ws?clientId=partial")
+            status, body = await call(s, "POST", "/prompt", json={"prompt": prompt, "client_id": "partial"})
+            # ComfyUI's behaviour: the invalid output is reported, the valid ones still run
+            assert status == 200 and set(body["node_errors"]) == {"3"}
+            assert body["node_errors"]["3"]["errors"][0]["type"] == "link_to_missing_node"
+            await follow(ws, {body["prompt_id"]})
+            entry = (await call(s, "GET", f"/history/{body['prompt_id']}"))[1][body["prompt_id"]]
+            assert set(entry["outputs"]) == {"2", "4"}
+
+            status, body = await call(s, "POST", "/prompt", json={"prompt": prompt, "client_id": "partial",
+                                                                  "partial_execution_targets": ["4"]})
+            assert status == 200
+            seen = await follow(ws, {body["prompt_id"]})
+            ran = {m["data"]["node"] for m in seen if m["type"] in ("executing", "executed") and m["data"]["node"]}
+            cached = {n for m in seen if m["type"] == "execution_cached" for n in m["data"]["nodes"]}
+            assert ran | cached == {"4"}
+            for targets in ([], ["3"]):  # nothing to run / only the invalid output
+                status, body = await call(s, "POST", "/prompt", json={"prompt": prompt,
+                                                                      "partial_execution_targets": targets})
+                assert status == 400 and body["error"]["message"], body
+            await ws.close()
+
+    run(main())

@@ -1,7 +1,7 @@
 """Running one batch job on an Engine (in this process or in a Ray actor).
 
-The job's output nodes write into a fresh scratch folder (the Engine's output folder is pointed
-there for the job), so that the caller can publish the job's files once, under the job's own
+The job's output nodes write into a fresh scratch folder (the run's own output folder: the
+Engine's settings are left alone), so that the caller can publish the job's files once, under the job's own
 name, whatever the worker. Output nodes are forced to run: they write files, and a cached output
 node would write none. Everything upstream is cached and the Engine's loaded models are reused.
 """
@@ -47,15 +47,12 @@ def execute_job(engine: Any, source: Any, payload: JobPayload, scratch: Path,
                 on_event(data)
 
     scratch.mkdir(parents=True, exist_ok=True)
-    settings = engine.settings
-    previous = settings.output_dir
-    settings.output_dir = scratch
     outcome: dict[str, Any] = {"status": "failed", "error": "", "ui": {}, "files": [], "executed": [],
                                "cached": [], "failed": {}, "timings": {}, "outputs": {}, "events": events}
     try:
         prepared = engine.prepare(source, payload.get("overrides") or {})
         force = list(dict.fromkeys([*prepared.output_nodes, *payload.get("force", [])]))
-        result = engine.run(prepared, on_event=emit, force=force)
+        result = engine.run(prepared, on_event=emit, force=force, output_dir=scratch)
     except WorkflowError as exc:
         outcome.update(status="invalid", error=str(exc), issues=[i.to_dict() for i in exc.issues])
     except Exception as exc:  # a bug or an environment problem: reported with the job, the batch goes on
@@ -71,8 +68,6 @@ def execute_job(engine: Any, source: Any, payload: JobPayload, scratch: Path,
             outcome["error"] = str(first) + (f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else "")
         elif result.status == "cancelled":
             outcome["error"] = "cancelled"
-    finally:
-        settings.output_dir = previous
     outcome["files"] = list_files(scratch)
     if not keep_run_ui:
         outcome.pop("_run_ui", None)

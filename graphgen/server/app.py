@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 import graphgen
+from graphgen.compat.server import PromptServer
 from graphgen.engine import Engine
 from graphgen.server import media, prompts, userdata
 from graphgen.server.frontend import find_frontend, frontend_version, index_handler, static_handler
@@ -203,6 +204,13 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
     for method, path, handler in API_ROUTES:
         app.router.add_route(method, "/api" + path, handler)
         app.router.add_route(method, path, handler)
+    # Routes ComfyUI packs declared on `PromptServer.instance.routes` (plain aiohttp handlers).
+    pack_server = PromptServer.instance
+    for route in pack_server.route_defs():
+        try:
+            app.router.add_routes([route])
+        except (ValueError, RuntimeError) as exc:  # a pack route clashing with graphgen's own
+            log.warning("pack route %s not served: %s", route, exc)
     app.router.add_get("/templates/index.json", _constant([]))  # ComfyUI's own templates: none here
     app.router.add_get("/templates/index_logo.json", _constant({}))
 
@@ -215,9 +223,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None) -> web.Applic
 
     async def on_startup(app: web.Application) -> None:
         state.hub.loop = asyncio.get_running_loop()
+        pack_server.attach(state.hub.publish, state.hub.loop)  # send_sync outside a run
         state.queue.start()
 
     async def on_shutdown(app: web.Application) -> None:
+        pack_server.attach(None)
         await state.hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:

@@ -217,7 +217,9 @@ class PromptQueue:
         began = time.perf_counter()
         assert job.prepared is not None
         try:
-            result = self.engine.run(job.prepared, on_event=messages, outputs=job.targets)
+            pnginfo = job.extra_data.get("extra_pnginfo") if isinstance(job.extra_data, dict) else None
+            result = self.engine.run(job.prepared, on_event=messages, outputs=job.targets,
+                                     extra_pnginfo=pnginfo if isinstance(pnginfo, dict) else None)
         except Exception as exc:
             log.error("prompt %s failed before running: %s", job.prompt_id, exc)
             messages.crashed(exc)

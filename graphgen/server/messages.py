@@ -15,7 +15,16 @@ import traceback as tb
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from graphgen.events import Event, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunStarted
+from graphgen.events import (
+    Event,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeMessage,
+    NodeProgress,
+    NodeStarted,
+    RunStarted,
+)
 
 if TYPE_CHECKING:
     from graphgen.executor import RunResult
@@ -90,7 +99,8 @@ class RunMessages:
             self.message("execution_cached", {"nodes": [event.node_id], "prompt_id": pid, "timestamp": now_ms()})
         elif isinstance(event, NodeStarted):
             self.job.current_node = event.node_id
-            self.message("executing", {"node": event.node_id, "display_node": event.node_id, "prompt_id": pid})
+            self.message("executing", {"node": event.node_id, "display_node": event.display_node_id or event.node_id,
+                                        "prompt_id": pid})
         elif isinstance(event, NodeProgress):
             total = event.total if event.total else max(event.value, 1)
             self.message("progress", {"value": event.value, "max": total, "prompt_id": pid, "node": event.node_id})
@@ -99,12 +109,15 @@ class RunMessages:
             if event.ui:
                 output = client_ui(event.ui)
                 self.job.outputs[event.node_id] = output
-                self.message("executed", {"node": event.node_id, "display_node": event.node_id,
+                self.message("executed", {"node": event.node_id, "display_node": event.display_node_id or event.node_id,
                                           "output": output, "prompt_id": pid})
+        elif isinstance(event, NodeMessage):
+            self._send({"type": event.message, "data": event.data})
         elif isinstance(event, NodeFailed) and not self.error_sent:
             self.error_sent = True
-            self.message("execution_error", self._error_data(event.node_id, event.node_type, event.error,
-                                                             event.error_type, ""))
+            # Errors are reported on the node the user sees (an expanded node's: the one that expanded).
+            self.message("execution_error", self._error_data(event.display_node_id or event.node_id, event.node_type,
+                                                             event.error, event.error_type, ""))
 
     def _error_data(self, node_id: str | None, node_type: str, message: str, error_type: str,
                     traceback: str) -> dict[str, Any]:

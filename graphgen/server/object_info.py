@@ -6,8 +6,8 @@ ComfyUI's editor reads: `input` (`required` / `optional` / `hidden`), `input_ord
 `["INT", {"default", "min", "max", "step"}]`, a list of values for a combo, `["STRING",
 {"multiline": true}]`; link inputs are their type name (`["LATENT"]`).
 
-Which inputs become widgets is decided by `is_widget`, which the template converter
-(`graphgen.server.templates`) shares, so that `widgets_values` line up with the editor's widgets.
+Which inputs become widgets, and their order, is `graphgen.formats`' one rule, which the editor
+workflow reader and the template writer share, so that `widgets_values` line up with the widgets.
 """
 
 from __future__ import annotations
@@ -18,25 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from graphgen.spec import BOOLEAN, COMBO, FLOAT, INT, STRING, InputSpec, NodeSpec, split_types
+from graphgen.formats import WIDGET_TYPES, editor_inputs, is_seed, is_widget
+from graphgen.spec import COMBO, FLOAT, INT, STRING, InputSpec, NodeSpec, split_types
 
-WIDGET_TYPES = frozenset({INT, FLOAT, STRING, BOOLEAN})
-SEED_NAMES = frozenset({"seed", "noise_seed"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-def is_widget(spec: InputSpec) -> bool:
-    """Whether the editor shows this input as a widget (a value on the node) rather than a socket."""
-    if spec.hidden or spec.force_link:
-        return False
-    if spec.choices is not None or spec.type == COMBO:
-        return True
-    return spec.type in WIDGET_TYPES
-
-
-def is_seed(spec: InputSpec) -> bool:
-    """An INT seed input: the editor adds its `control_after_generate` widget after it."""
-    return spec.type == INT and (spec.name in SEED_NAMES or spec.name.endswith("seed"))
 
 
 def _number(value: Any) -> Any:
@@ -62,6 +47,8 @@ def input_definition(spec: InputSpec, choices_override: list[Any] | None = None)
         options["tooltip"] = spec.description
     if spec.has_default:
         options["default"] = _json_value(spec.default)
+    if spec.lazy:
+        options["lazy"] = True
     if not is_widget(spec):
         if spec.force_link and any(t in WIDGET_TYPES or t == COMBO for t in split_types(spec.type)):
             options["forceInput"] = True
@@ -92,12 +79,6 @@ def input_definition(spec: InputSpec, choices_override: list[Any] | None = None)
         options["multiline"] = bool(spec.multiline)
         options.setdefault("default", "")
     return [spec.type, options]
-
-
-def ordered_inputs(spec: NodeSpec) -> tuple[list[InputSpec], list[InputSpec]]:
-    """Required then optional visible inputs, each in declaration order (the editor's order)."""
-    visible = [i for i in spec.inputs.values() if not i.hidden]
-    return [i for i in visible if not i.optional], [i for i in visible if i.optional]
 
 
 def _input_files(input_dir: Path) -> list[str]:
@@ -149,7 +130,8 @@ def _module_part(pack: str) -> str:
 
 def node_definition(spec: NodeSpec, input_dir: Path | None = None, models_dir: Path | None = None) -> dict[str, Any]:
     """One node type as `/api/object_info` describes it."""
-    required, optional = ordered_inputs(spec)
+    visible = editor_inputs(spec)
+    required, optional = [i for i in visible if not i.optional], [i for i in visible if i.optional]
     sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
     image_loader = spec.type_name in ("LoadImage", "LoadImageMask") and "image" in spec.inputs
     for section, inputs in (("required", required), ("optional", optional)):
@@ -180,7 +162,8 @@ def node_definition(spec: NodeSpec, input_dir: Path | None = None, models_dir: P
         "input": input_section,
         "input_order": order,
         "output": [o.type for o in spec.outputs],
-        "output_is_list": [False for _ in spec.outputs],
+        "output_is_list": [bool(spec.output_is_list[i]) if i < len(spec.output_is_list) else False
+                           for i in range(len(spec.outputs))],
         "output_name": [o.name or o.type for o in spec.outputs],
         "output_tooltips": [o.description for o in spec.outputs],
         "name": spec.type_name,

@@ -8,6 +8,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -134,23 +135,31 @@ async def post_prompt(request: web.Request) -> web.Response:
     targets = body.get("partial_execution_targets")
     if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
         raise BadRequest("invalid_prompt", "partial_execution_targets must be a list of node ids")
+    if targets is not None and not targets:
+        raise BadRequest("prompt_no_outputs", "partial_execution_targets is empty, so nothing would run",
+                         "leave it out to run every output node, or list the output nodes to run")
 
     prompt_id = body.get("prompt_id")
     if not (isinstance(prompt_id, str) and PROMPT_ID.match(prompt_id) and state.queue.get(prompt_id) is None):
         prompt_id = str(uuid.uuid4())
     loop = asyncio.get_running_loop()
     try:
-        prepared = await loop.run_in_executor(state.validator, state.engine.prepare,
-                                              _workflow_data(prompt, extra_data))
+        # Partially valid prompts run their valid outputs (ComfyUI's behaviour); the invalid
+        # ones come back as node_errors.
+        prepared = await loop.run_in_executor(state.validator, partial(state.engine.prepare,
+                                              _workflow_data(prompt, extra_data), partial=True))
     except WorkflowError as exc:
         return invalid_prompt_response(exc, prompt, state)
     except Exception as exc:  # a validation bug must still answer in shape, not with a 500
         log.exception("validating a prompt failed")
         raise BadRequest("invalid_prompt", f"the prompt could not be validated: {type(exc).__name__}: {exc}") from None
     if targets:
-        unknown = [t for t in targets if t not in prepared.output_nodes]
+        unknown = [t for t in targets if t not in prepared.output_nodes and t not in prepared.invalid_outputs]
         if unknown:
             raise BadRequest("invalid_prompt", f"partial_execution_targets {unknown} are not output nodes of the prompt")
+        targets = [t for t in targets if t in prepared.output_nodes]
+        if not targets:
+            return invalid_prompt_response(WorkflowError(prepared.issues), prompt, state)
 
     number = body.get("number")
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
@@ -158,7 +167,8 @@ async def post_prompt(request: web.Request) -> web.Response:
     job = Job(number=number, prompt_id=prompt_id, prompt=prompt, extra_data=extra_data, client_id=client_id,
               prepared=prepared, outputs_to_execute=list(targets or prepared.output_nodes), targets=targets or None)
     state.queue.submit(job)
-    return json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+    errors = node_errors(prepared.issues, prompt, state) if prepared.issues else {}
+    return json_response({"prompt_id": prompt_id, "number": number, "node_errors": errors})
 
 
 # -- /queue, /interrupt ----------------------------------------------------------------------------

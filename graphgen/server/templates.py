@@ -2,7 +2,7 @@
 
 The editor opens templates only in its own (litegraph) format, so a graphgen or API-format
 workflow is converted: parameter defaults applied, one editor node per node, widget values in the
-order the editor lays out widgets (`graphgen.server.object_info`: required then optional inputs,
+order the editor lays out widgets (`graphgen.formats`: required then optional inputs,
 `control_after_generate` after a seed), links as `[id, origin, slot, target, slot, type]`, nodes
 laid out in columns by depth. Editor-format files are served as they are.
 """
@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from graphgen.formats import editor_inputs, is_seed, is_widget
 from graphgen.overrides import apply_overrides
 from graphgen.registry import NodeRegistry
-from graphgen.server.object_info import is_seed, is_widget, ordered_inputs
-from graphgen.spec import BOOLEAN, FLOAT, INT, STRING, InputSpec, NodeSpec
+from graphgen.spec import BOOLEAN, FLOAT, INT, STRING, InputSpec
 from graphgen.workflow import Link, Workflow, detect_format, parse_input, workflow_from_data
 
 log = logging.getLogger("graphgen.server")
@@ -42,36 +42,41 @@ def _default_widget_value(spec: InputSpec) -> Any:
     return {INT: 0, FLOAT: 0.0, STRING: "", BOOLEAN: False}.get(spec.type)
 
 
-def _editor_inputs(spec: NodeSpec) -> list[InputSpec]:
-    required, optional = ordered_inputs(spec)
-    return required + optional
-
-
 def _depths(workflow: Workflow) -> dict[str, int]:
-    """Longest distance from a node without inputs, for the column of each node."""
-    depth: dict[str, int] = {}
-    visiting: set[str] = set()
+    """Longest distance from a node without inputs, for the column of each node.
 
-    def visit(node_id: str) -> int:
-        if node_id in depth:
-            return depth[node_id]
-        if node_id in visiting or node_id not in workflow.nodes:
-            return 0
-        visiting.add(node_id)
-        best = 0
-        for raw in workflow.nodes[node_id].inputs.values():
+    Iterative (a chain of thousands of nodes must not hit Python's recursion limit); a node on a
+    cycle counts the cycle's links once.
+    """
+    sources: dict[str, list[str]] = {}
+    for node_id, entry in workflow.nodes.items():
+        found = []
+        for raw in entry.inputs.values():
             try:
                 value = parse_input(raw)
             except ValueError:
                 continue
-            if isinstance(value, Link):
-                best = max(best, visit(value.node) + 1)
-        visiting.discard(node_id)
-        depth[node_id] = best
-        return best
-
-    for node_id in workflow.nodes:
-        visit(node_id)
+            if isinstance(value, Link) and value.node in workflow.nodes:
+                found.append(value.node)
+        sources[node_id] = found
+    depth: dict[str, int] = {}
+    for root in workflow.nodes:
+        if root in depth:
+            continue
+        stack: list[tuple[str, bool]] = [(root, False)]
+        visiting: set[str] = set()
+        while stack:
+            node_id, done = stack.pop()
+            if done:
+                visiting.discard(node_id)
+                depth[node_id] = max((depth.get(s, -1) + 1 for s in sources[node_id] if s not in visiting),
+                                     default=0)
+                continue
+            if node_id in depth or node_id in visiting:
+                continue
+            visiting.add(node_id)
+            stack.append((node_id, True))
+            stack.extend((s, False) for s in sources[node_id] if s not in depth and s not in visiting)
     return depth
 
 
@@ -95,7 +100,7 @@ def workflow_to_ui(workflow: Workflow, registry: NodeRegistry, name: str = "work
         spec = specs[node_id]
         slots: list[dict[str, Any]] = []
         widgets: list[Any] = []
-        for item in _editor_inputs(spec):
+        for item in editor_inputs(spec):
             raw = entry.inputs.get(item.name)
             value = parse_input(raw) if raw is not None else None
             link_id = None
@@ -118,7 +123,7 @@ def workflow_to_ui(workflow: Workflow, registry: NodeRegistry, name: str = "work
                 slots.append({"name": item.name, "type": item.type, "link": link_id})
         column = depths.get(node_id, 0)
         sockets = sum(1 for slot in slots if "widget" not in slot)
-        text_areas = sum(1 for i in _editor_inputs(spec) if is_widget(i) and i.multiline)
+        text_areas = sum(1 for i in editor_inputs(spec) if is_widget(i) and i.multiline)
         height = 40 + 22 * max(sockets, len(spec.outputs)) + 24 * len(widgets) + 70 * text_areas + \
             (220 if spec.output_node else 0)  # room for the images an output node shows
         y = rows.get(column, 40.0)

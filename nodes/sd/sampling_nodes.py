@@ -91,11 +91,11 @@ def _entries(conditioning: Any, family: str, width: int, height: int, negative: 
     return out
 
 
-def _check(sampler_name: str, scheduler: str) -> list[str]:
+def _check(sampler_name: str, scheduler: str) -> bool | str:
+    """True, or one line naming the unsupported pair and what runs (the node's `validate_inputs`)."""
     from graphgen_nodes.diffusion.comfy_samplers import check_combination
 
-    problem = check_combination(sampler_name, scheduler)
-    return [problem] if problem else []
+    return check_combination(sampler_name, scheduler) or True
 
 
 def run_sampler(node: Node, model: Any, positive: Any, negative: Any, latent_image: dict[str, Any], *, seed: int,
@@ -161,7 +161,7 @@ class KSampler(Node):
     outputs = [Output("LATENT", "LATENT")]
 
     @classmethod
-    def validate(cls, sampler_name: str = "euler", scheduler: str = "normal", **_: Any) -> list[str]:
+    def validate_inputs(cls, sampler_name: str, scheduler: str) -> bool | str:
         return _check(sampler_name, scheduler)
 
     def run(self, model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive: Any,
@@ -194,7 +194,7 @@ class KSamplerAdvanced(Node):
     outputs = [Output("LATENT", "LATENT")]
 
     @classmethod
-    def validate(cls, sampler_name: str = "euler", scheduler: str = "normal", **_: Any) -> list[str]:
+    def validate_inputs(cls, sampler_name: str, scheduler: str) -> bool | str:
         return _check(sampler_name, scheduler)
 
     def run(self, model: Any, add_noise: str, noise_seed: int, steps: int, cfg: float, sampler_name: str,
