@@ -174,7 +174,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
 def section_inference(args: argparse.Namespace, card: Card, work: Path, report: Report, models: Any) -> None:
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     unet, vae, text, tokenizer = models
     engine = engine_with(ki.full_models_node(unet, vae, text, tokenizer, card.dtype, card.device), work)
@@ -275,7 +275,7 @@ def write_folder(models: Any, folder: Path) -> None:
     """The models as a diffusers Kolors folder (fp16 safetensors on a GPU), what both cold starts read."""
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     unet, vae, text, tokenizer = models
     pipe = KolorsPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
