@@ -32,7 +32,8 @@ NEGATIVE = "text, watermark, blurry"
 NAMES = {"sd15": "v1-5-pruned-emaonly.safetensors", "sdxl": "sd_xl_base_1.0.safetensors"}
 
 
-def graph(ckpt: str, size: int, steps: int, seed: int) -> dict[str, Any]:
+def graph(ckpt: str, size: int, steps: int, seed: int, cfg: float = 8.0) -> dict[str, Any]:
+    """The default text-to-image graph; its sampler is node ``sample``, its image ``decode``."""
     return {
         "load": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": PROMPT}},
@@ -40,7 +41,7 @@ def graph(ckpt: str, size: int, steps: int, seed: int) -> dict[str, Any]:
         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "sample": {"class_type": "KSampler", "inputs": {
             "model": ["load", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
-            "seed": seed, "steps": steps, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
+            "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "normal",
             "denoise": 1.0}},
         "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["load", 2]}},
         "preview": {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}},
