@@ -15,7 +15,16 @@ import traceback as tb
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from graphgen.events import Event, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeStarted, RunStarted
+from graphgen.events import (
+    Event,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodePreview,
+    NodeProgress,
+    NodeStarted,
+    RunStarted,
+)
 
 if TYPE_CHECKING:
     from graphgen.executor import RunResult
@@ -94,6 +103,10 @@ class RunMessages:
         elif isinstance(event, NodeProgress):
             total = event.total if event.total else max(event.value, 1)
             self.message("progress", {"value": event.value, "max": total, "prompt_id": pid, "node": event.node_id})
+        elif isinstance(event, NodePreview) and event.ui:
+            # shown on the node while it still runs (ComfyUI's editor shows "executed" images)
+            self.message("executed", {"node": event.node_id, "display_node": event.node_id,
+                                      "output": client_ui(event.ui), "prompt_id": pid})
         elif isinstance(event, NodeFinished):
             self.job.executed.append(event.node_id)
             if event.ui:
