@@ -47,8 +47,11 @@ class TrainFamily:
         added_cond: The UNet takes ``added_cond_kwargs`` (pooled text embedding and time ids).
         crop_conditioning: Time ids carry the image's original size and crop (SDXL, as kohya);
             otherwise ``[H, W, 0, 0, H, W]`` of the training size (Kolors, as DiffSynth's trainer).
-        kohya_layout: ``convert.write_lora`` format of the trained file (``"kohya"``: LDM names,
-            as kohya writes SDXL; ``"kohya_diffusers"``: diffusers paths, as kohya writes SD1.5).
+        kohya_layout: ``convert.write_lora`` format of the trained file. ``"kohya_diffusers"``
+            (``lora_unet_down_blocks_0_attentions_0_...`` with ``.alpha``, as kohya writes SD1.5)
+            is the default for every family: ComfyUI's ``LoraLoader`` maps these names for any
+            UNet, and diffusers' kohya converter reads them for any block layout, while its LDM
+            ("SGM", ``input_blocks``) mapping assumes SDXL's exact block counts.
         ss_base_model_version: kohya's ``ss_base_model_version`` metadata value.
         default_resolution: Training resolution people use for it.
     """
@@ -58,7 +61,7 @@ class TrainFamily:
     beta_schedule: tuple[float, float, int] = (0.00085, 0.012, 1000)
     added_cond: bool = True
     crop_conditioning: bool = True
-    kohya_layout: str = "kohya"
+    kohya_layout: str = "kohya_diffusers"
     ss_base_model_version: str = "sdxl_base_v1-0"
     default_resolution: int = 1024
 

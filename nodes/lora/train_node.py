@@ -103,6 +103,7 @@ class TrainLoRA(Node):
     """
 
     category = "lora/training"
+    output_node = True  # it writes the LoRA and sample grids: a workflow may end with it
     inputs = [
         Input("model", MODEL_TYPES, force_link=True),
         Input("clip", CLIP_TYPES, force_link=True, description="the text encoder(s) of the same checkpoint"),
