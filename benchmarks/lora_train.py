@@ -7,7 +7,7 @@
 
 Three variants train the same LoRA (targets ``to_q``/``to_k``/``to_v``/``to_out.0``, same rank,
 alpha, AdamW, learning rate, epsilon-MSE on Kolors' schedule) on the same model and the same small
-synthetic captioned dataset (``graphgen_nodes.lora.demo_data``: tutorial layout,
+synthetic captioned dataset (``graphgen.testing.demo_data``: tutorial layout,
 ``train/metadata.csv`` with a BOM, square images at twice the training size, so every image is
 resized on its way in):
 
@@ -595,7 +595,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     device = "cuda" if full else "cpu"
 
     t0 = time.perf_counter()
-    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+    from graphgen.testing.demo_data import write_synthetic_dataset
 
     image_size = args.image_size or 2 * size
     dataset = write_synthetic_dataset(work / "dataset", count=args.images, size=image_size, seed=args.seed)

@@ -19,7 +19,7 @@ WORKFLOW = ROOT / "workflows" / "kolors_lora.json"
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+    from graphgen.testing.demo_data import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "lora_dataset_processed", count=6, size=64)
 
@@ -143,7 +143,7 @@ def test_lora_convert_command(trained, tmp_path, capsys):
 
 
 def test_demo_runs_and_refuses_foreign_folders(tmp_path, capsys):
-    from graphgen_nodes.lora.demo import run_demo
+    from graphgen.testing.demo import run_demo
 
     demo = run_demo(tmp_path / "demo", overrides={"steps_per_epoch": 4, "steps": 2})
     assert demo.result.ok, demo.result.failed
@@ -159,7 +159,7 @@ def test_demo_runs_and_refuses_foreign_folders(tmp_path, capsys):
 
 def test_training_other_data_never_replaces_an_earlier_lora(trained, tiny_models, dataset, tmp_path):
     """Reviewer's repro: a second run with another dataset and the default output_name."""
-    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+    from graphgen.testing.demo_data import write_synthetic_dataset
 
     out, _, first = trained
     first_path = Path(first.output("3", "lora_path"))

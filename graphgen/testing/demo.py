@@ -1,0 +1,137 @@
+"""`graphgen demo`: the users' first job end to end on the CPU, with tiny models built on the spot.
+
+Builds tiny random-weight Kolors models (tutorial layout) and a small dataset of one distinctive
+subject (a red disc, :func:`~graphgen.testing.demo_data.write_demo_dataset`), then runs
+`workflows/kolors_lora.json` with small sizes: train a LoRA, apply it, render the prompt with and
+without it. Random weights draw noise-like images, so the demo measures what the LoRA learned:
+the mean pixel distance of each rendered image to the training images (the LoRA image must be
+closer than the base image) and the loss (the mean of the last tenth of the steps must be below
+the first tenth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graphgen import Engine, RunResult
+
+MARKER = ".graphgen-demo"
+#: Nodes of `workflows/kolors_lora.json`: the trainer, and the savers of the LoRA and base images.
+TRAIN_NODE, SAVE_NODES = "3", ("11", "12")
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "kolors_lora.json"
+
+#: Small sizes so the demo trains and renders in well under two minutes on a laptop CPU.
+DEMO_OVERRIDES: dict[str, Any] = {
+    "precision": "fp32", "train_precision": "32", "train_height": 64, "train_width": 64, "lora_rank": 4,
+    "lora_alpha": 4.0, "steps_per_epoch": 60, "learning_rate": 1e-3, "width": 64, "height": 64, "steps": 8,
+    "cfg": 4.0, "prompt": "二次元，红色圆形，白色背景, a red circle",
+    "3.use_gradient_checkpointing": False,  # tiny models need no memory saving; it would double the time
+}
+
+
+@dataclass
+class DemoResult:
+    """What the demo made and measured.
+
+    Attributes:
+        folder: The demo folder.
+        result: The workflow run.
+        lora: The trained LoRA.
+        loss_curve: Its loss-curve PNG.
+        loss_log: Its loss CSV.
+        images: The rendered images (with the LoRA, then the base model).
+        distance_lora: Mean absolute pixel difference (0-255) of the LoRA image to the training images.
+        distance_base: The same for the base model's image.
+        loss_first: Mean loss of the first tenth of the steps.
+        loss_last: Mean loss of the last tenth of the steps.
+    """
+
+    folder: Path
+    result: RunResult
+    lora: Path | None
+    loss_curve: Path | None
+    loss_log: Path | None
+    images: list[Path]
+    distance_lora: float = float("nan")
+    distance_base: float = float("nan")
+    loss_first: float = float("nan")
+    loss_last: float = float("nan")
+
+
+def image_distance(image: Path, dataset: Path) -> float:
+    """Mean absolute pixel difference (0-255) of `image` to the dataset's images (resized to it)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(image) as im:
+        got = np.asarray(im.convert("RGB"), dtype=np.float32)
+    refs = []
+    for path in sorted((dataset / "train").glob("*.png")):
+        with Image.open(path) as ref:
+            refs.append(np.asarray(ref.convert("RGB").resize((got.shape[1], got.shape[0])), dtype=np.float32))
+    return float(np.mean([np.abs(got - ref).mean() for ref in refs]))
+
+
+def loss_tenths(csv_path: Path) -> tuple[float, float]:
+    """Mean loss of the first and of the last tenth of the steps in a loss CSV."""
+    from graphgen_nodes.lora.loss_log import read_loss_csv
+
+    losses = [row.loss for row in read_loss_csv(csv_path)]
+    if not losses:
+        return float("nan"), float("nan")
+    k = max(1, len(losses) // 10)
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
+
+
+class DemoFolderError(ValueError):
+    """The demo folder holds someone else's files."""
+
+
+def prepare_folder(folder: Path) -> tuple[Path, Path, Path]:
+    """Tiny models and the dataset in `folder` (made once; reused by later demo runs)."""
+    from graphgen_nodes.kolors.tiny import write_tiny_models
+
+    from .demo_data import write_demo_dataset
+
+    marker = folder / MARKER
+    if folder.exists() and any(folder.iterdir()) and not marker.exists():
+        raise DemoFolderError(f"{folder} is not empty and is not a graphgen demo folder; "
+                              "give a new folder with --dir (nothing is overwritten)")
+    folder.mkdir(parents=True, exist_ok=True)
+    models = folder / "tiny-models"
+    if not (models / "tutorial").exists():
+        write_tiny_models(models)
+    dataset = folder / "data" / "red_disc"
+    if not (dataset / "train" / "metadata.csv").exists():
+        write_demo_dataset(dataset, count=8, size=64)
+    marker.write_text("graphgen demo folder\n", encoding="utf-8")
+    return models / "tutorial" / "models" / "kolors" / "Kolors", models / "tutorial" / "models" / "sdxl-vae-fp16-fix", \
+        dataset
+
+
+def run_demo(folder: str | Path, on_event: Callable[[Any], None] | None = None,
+             overrides: dict[str, Any] | None = None) -> DemoResult:
+    """Prepare `folder` and run the LoRA workflow in it; outputs go to `<folder>/output`."""
+    folder = Path(folder).resolve()
+    kolors, vae, dataset = prepare_folder(folder)
+    engine = Engine(output_dir=folder / "output", input_dir=folder / "input")
+    settings = {**DEMO_OVERRIDES, "kolors": str(kolors), "vae": str(vae), "dataset": str(dataset),
+                **(overrides or {})}
+    result = engine.run(WORKFLOW, overrides=settings, on_event=on_event)
+    paths: dict[str, Path] = {}
+    for kind, items in result.ui.get(TRAIN_NODE, {}).items():
+        for item in items:
+            if isinstance(item, dict) and "path" in item:
+                paths[kind] = Path(item["path"])
+    images = [Path(item["path"]) for node in SAVE_NODES for item in result.ui.get(node, {}).get("images", [])
+              if isinstance(item, dict) and "path" in item]
+    demo = DemoResult(folder, result, paths.get("lora"), paths.get("loss_curve"), paths.get("loss_log"), images)
+    if result.ok and len(images) == 2:
+        demo.distance_lora = image_distance(images[0], dataset)
+        demo.distance_base = image_distance(images[1], dataset)
+    if demo.loss_log is not None:
+        demo.loss_first, demo.loss_last = loss_tenths(demo.loss_log)
+    return demo
