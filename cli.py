@@ -305,7 +305,7 @@ def cmd_lora_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
-    from graphgen_nodes.kolors.tiny import write_tiny_models
+    from graphgen.testing.tiny_kolors import write_tiny_models
 
     if args.directory.exists() and any(args.directory.iterdir()):
         raise UsageError(f"{args.directory} is not empty; give a new or empty folder (nothing is overwritten)")

@@ -137,6 +137,13 @@ def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Work
                 else type_words(input_spec.type)
             issue("required_input_missing", f"required input {name!r} is missing", name, f"give it {what}")
 
+    # A node class may check combinations of its constants (e.g. a sampler × scheduler pair that
+    # has no implementation): `validate(**constants) -> list of messages`, one issue each.
+    check = getattr(spec.source, "validate", None)
+    if callable(check) and not any(i.node_id == node.node_id for i in issues):
+        for message in check(**node.constants) or []:
+            issue("invalid_combination", str(message), None, "pick one of the supported combinations")
+
 
 def _check_link(node: PreparedNode, name: str, link: Link, workflow: Workflow, specs: dict[str, NodeSpec],
                 issue: Any, graph: nx.DiGraph) -> None:

@@ -67,7 +67,7 @@ def pipeline_images(result, steps=4, cfg=5.0, seed=7, negative=NEGATIVE, schedul
     """diffusers' KolorsPipeline over the very modules the graph loaded."""
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     outputs = result.outputs
     unet = next(v["model"] for v in outputs.values() if "model" in v).handle.model
@@ -163,7 +163,7 @@ def test_prompt_batches_and_choices():
 def test_png_chunks_carry_the_comfyui_graph_when_there_is_one():
     import json
 
-    from graphgen_nodes.kolors.image_nodes import png_text_chunks
+    from graphgen_nodes.core.io_nodes import png_text_chunks
 
     workflow = {"format": "graphgen", "metadata": {"comfyui_workflow": {"nodes": [], "links": []}, "title": "t"},
                 "nodes": {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from graphgen_nodes.kolors.vae_ops import decode, encode, vae_scale_factor
+from graphgen_nodes.diffusion.vae_ops import decode, encode, vae_scale_factor
 
 
 @pytest.fixture(scope="module")

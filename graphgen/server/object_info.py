@@ -122,7 +122,7 @@ def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, 
     """One node type as `/api/object_info` describes it."""
     required, optional = ordered_inputs(spec)
     sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
-    image_loader = spec.type_name == "LoadImage" and "image" in spec.inputs
+    image_loader = spec.type_name in ("LoadImage", "LoadImageMask") and "image" in spec.inputs
     for section, inputs in (("required", required), ("optional", optional)):
         for item in inputs:
             if image_loader and item.name == "upload":

@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 
+from graphgen_nodes.diffusion.schedulers import make_scheduler
+
 from .encode import Conditioning, repeat_conditioning
-from .schedulers import make_scheduler
 
 __all__ = [
     "LATENT_CHANNELS",

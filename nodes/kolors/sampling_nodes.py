@@ -13,8 +13,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output, String
-
-from .schedulers import scheduler_names
+from graphgen_nodes.diffusion.schedulers import scheduler_names
 
 VAE_SCALE = 0.13025
 MAX_SEED = 2**64 - 1
@@ -64,24 +63,6 @@ class KolorsTextEncode(Node):
         if num_images_per_prompt > 1:
             positive = repeat_conditioning(positive, num_images_per_prompt)
         return KolorsEmbeds(positive=positive, negative=negative, prompts=prompts, negative_prompt=negative_prompt)
-
-
-class EmptyLatentImage(Node):
-    """An empty latent of a size: sampling it is text-to-image."""
-
-    category = "latent"
-    inputs = [Int("width", default=1024, min=64, max=8192, step=8),
-              Int("height", default=1024, min=64, max=8192, step=8),
-              Int("batch_size", default=1, min=1, max=4096)]
-    outputs = [Output("LATENT", "latent")]
-
-    def run(self, width: int, height: int, batch_size: int) -> dict[str, Any]:
-        import torch
-
-        if width % 8 or height % 8:
-            raise ValueError(f"width and height must be multiples of 8, got {width}x{height}; "
-                             f"try {width - width % 8}x{height - height % 8}")
-        return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8), "noise_only": True}
 
 
 class KolorsKSampler(Node):
@@ -136,4 +117,4 @@ def torch_float() -> Any:
     return torch.float32
 
 
-NODES = [KolorsTextEncode, EmptyLatentImage, KolorsKSampler]
+NODES = [KolorsTextEncode, KolorsKSampler]

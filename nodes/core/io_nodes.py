@@ -1,4 +1,4 @@
-"""VAE decode/encode and image load/save/preview nodes (ComfyUI's names and conventions).
+"""Nodes that read files and show or save results: images, masks, and any value as text.
 
 IMAGE values are float tensors `[B, H, W, 3]` in [0, 1]; MASK values `[B, H, W]` (1 = transparent).
 """
@@ -15,48 +15,6 @@ from graphgen import Choice, Input, Node, Output, Result, String
 from graphgen.context import EngineSettings
 
 
-class VAEDecode(Node):
-    """Decode latents to images. An fp16 decode that overflows (NaN/inf) is redone in fp32, with a warning."""
-
-    category = "latent"
-    inputs = [Input("samples", "LATENT", force_link=True), Input("vae", "VAE", force_link=True),
-              Choice("tiled", ["auto", "on", "off"], default="auto",
-                     description="decode in overlapping tiles (auto: for images over 4 megapixels)")]
-    outputs = [Output("IMAGE", "image")]
-
-    def run(self, samples: dict[str, Any], vae: Any, tiled: str = "auto") -> Any:
-        from .vae_ops import decode
-
-        with vae.use() as model:
-            scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
-            result = decode(model, scaled, tiled="auto" if tiled == "auto" else tiled == "on")
-        for warning in result.warnings:
-            self.ctx.warn(warning)
-        return result.images.cpu()
-
-
-class VAEEncode(Node):
-    """Encode images to latents (the posterior mean), for image-to-image."""
-
-    category = "latent"
-    inputs = [Input("pixels", "IMAGE", force_link=True), Input("vae", "VAE", force_link=True)]
-    outputs = [Output("LATENT", "latent")]
-
-    def run(self, pixels: Any, vae: Any) -> dict[str, Any]:
-        from .vae_ops import encode
-
-        warnings: list[str] = []
-        with vae.use() as model:
-            height, width = pixels.shape[1], pixels.shape[2]
-            if height % 8 or width % 8:  # crop to a multiple of 8, as ComfyUI does
-                pixels = pixels[:, : height - height % 8, : width - width % 8, :]
-            scaled = encode(model, pixels.to(vae.device), warnings=warnings)
-            latents = (scaled / model.config.scaling_factor).cpu()
-        for warning in warnings:
-            self.ctx.warn(warning)
-        return {"samples": latents}
-
-
 def _input_path(settings: EngineSettings | None, image: str) -> Path:
     path = Path(image).expanduser()
     if path.is_absolute() or settings is None:
@@ -68,6 +26,7 @@ def _input_path(settings: EngineSettings | None, image: str) -> Path:
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP image (EXIF orientation applied); alpha becomes the mask."""
 
+    display_name = "Load Image"
     category = "image"
     inputs = [String("image", default="", description="a file name in the input folder, or a path"),
               String("upload", default="image", optional=True, description="editor upload widget (unused)")]
@@ -75,14 +34,14 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from .handles import file_identity
+        from graphgen_nodes.kolors.handles import file_identity
 
         return file_identity(_input_path(settings, image))
 
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
 
-        from .images import load_image
+        from graphgen_nodes.diffusion.images import load_image
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -92,6 +51,35 @@ class LoadImage(Node):
         if mask is None:
             mask = torch.zeros(pixels.shape[0], pixels.shape[1], pixels.shape[2])
         return pixels, mask
+
+
+class LoadImageMask(Node):
+    """Load one channel of an image as a mask (alpha is inverted: transparent = 1, as LoadImage's mask)."""
+
+    display_name = "Load Image (as Mask)"
+    category = "mask"
+    inputs = [String("image", default="", description="a file name in the input folder, or a path"),
+              Choice("channel", ["alpha", "red", "green", "blue"]),
+              String("upload", default="image", optional=True, description="editor upload widget (unused)")]
+    outputs = [Output("MASK", "mask")]
+
+    @classmethod
+    def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
+        return LoadImage.fingerprint(image, settings=settings)
+
+    def run(self, image: str, channel: str, upload: str = "image") -> Any:
+        import torch
+
+        from graphgen_nodes.diffusion.images import load_image
+
+        path = _input_path(self.ctx.settings, image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {image!r} not found in the input folder {str(self.ctx.input_dir)!r} "
+                                    "nor as a path; put it there or give its full path")
+        pixels, transparent = load_image(path)
+        if channel == "alpha":  # an image without alpha is opaque everywhere: nothing masked
+            return transparent if transparent is not None else torch.zeros(pixels.shape[:3])
+        return pixels[..., ["red", "green", "blue"].index(channel)].clone()
 
 
 def _ancestors(nodes: dict[str, Any], node_id: str) -> list[str]:
@@ -137,12 +125,13 @@ class SaveImage(Node):
     cannot leave the output folder.
     """
 
+    display_name = "Save Image"
     category = "image"
     output_node = True
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
 
     def run(self, images: Any, filename_prefix: str) -> Result:
-        from .images import save_png
+        from graphgen_nodes.diffusion.images import save_png
 
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
@@ -158,13 +147,14 @@ class SaveImage(Node):
 class PreviewImage(Node):
     """Show images: saved as temporary PNGs (in the output folder's `.temp`), not as results."""
 
+    display_name = "Preview Image"
     category = "image"
     output_node = True
     deterministic = False
     inputs = [Input("images", "IMAGE", force_link=True)]
 
     def run(self, images: Any) -> Result:
-        from .images import save_png
+        from graphgen_nodes.diffusion.images import save_png
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
         prefix = f"preview_{uuid.uuid4().hex[:8]}"
@@ -175,4 +165,39 @@ class PreviewImage(Node):
         return Result(ui={"images": saved})
 
 
-NODES = [VAEDecode, VAEEncode, LoadImage, SaveImage, PreviewImage]
+def _summary(value: Any) -> Any:
+    """JSON for values that have none: tensors by shape, dtype and range; other objects by repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        text = f"tensor(shape={list(shape)}, dtype={str(value.dtype).removeprefix('torch.')}"
+        if getattr(value, "numel", lambda: 0)() and value.dtype.is_floating_point:
+            text += f", min={float(value.min()):.4g}, max={float(value.max()):.4g}"
+        return text + ")"
+    return repr(value)
+
+
+def preview_text(value: Any) -> str:
+    """How PreviewAny shows a value: text as it is, numbers as written, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return str(value)
+    try:
+        return json.dumps(value, indent=4, ensure_ascii=False, default=_summary)
+    except (TypeError, ValueError):  # e.g. keys that are not strings, or a circular structure
+        return repr(value)
+
+
+class PreviewAny(Node):
+    """Show any value as text (tensors by shape, dtype and range)."""
+
+    display_name = "Preview Any"
+    category = "utils"
+    output_node = True
+    inputs = [Input("source", "*", description="any value")]
+
+    def run(self, source: Any = None) -> Result:
+        return Result(ui={"text": [preview_text(source)]})
+
+
+NODES = [LoadImage, LoadImageMask, SaveImage, PreviewImage, PreviewAny]

@@ -1,0 +1,224 @@
+"""SD1.5 / SDXL: tiny checkpoints in the original layout, ComfyUI's default graphs against diffusers' pipelines.
+
+The graphs run on single-file checkpoints written under a ComfyUI models folder
+(`--models-dir`); the pipelines run on the in-memory diffusers modules the files were written
+from. Images are compared as saved 8-bit pixels (max abs difference ≤ 1 level).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+SEED = 156680208700286
+PROMPT = "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,"
+NEGATIVE = "text, watermark"
+
+#: ComfyUI's default editor graph, in API form (sizes and steps overridden per test for CI time).
+SD15_GRAPH: dict[str, Any] = {
+    "3": {"class_type": "KSampler", "inputs": {
+        "cfg": 8, "denoise": 1, "latent_image": ["5", 0], "model": ["4", 0], "negative": ["7", 0],
+        "positive": ["6", 0], "sampler_name": "euler", "scheduler": "normal", "seed": SEED, "steps": 20}},
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage", "inputs": {"batch_size": 1, "height": 512, "width": 512}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": PROMPT}},
+    "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": NEGATIVE}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
+
+#: ComfyUI's tests/inference/graphs/default_graph_sdxl1_0.json (base, then a refiner stage that
+#: starts beyond the last step and so passes the latent through).
+SDXL_GRAPH: dict[str, Any] = {
+    "4": {"inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}, "class_type": "CheckpointLoaderSimple"},
+    "5": {"inputs": {"width": 1024, "height": 1024, "batch_size": 1}, "class_type": "EmptyLatentImage"},
+    "6": {"inputs": {"text": "a photo of a cat", "clip": ["4", 1]}, "class_type": "CLIPTextEncode"},
+    "10": {"inputs": {"add_noise": "enable", "noise_seed": 42, "steps": 20, "cfg": 7.5, "sampler_name": "euler",
+                      "scheduler": "normal", "start_at_step": 0, "end_at_step": 32,
+                      "return_with_leftover_noise": True, "model": ["4", 0], "positive": ["6", 0],
+                      "negative": ["15", 0], "latent_image": ["5", 0]}, "class_type": "KSamplerAdvanced"},
+    "12": {"inputs": {"samples": ["14", 0], "vae": ["4", 2]}, "class_type": "VAEDecode"},
+    "13": {"inputs": {"filename_prefix": "test_inference", "images": ["12", 0]}, "class_type": "SaveImage"},
+    "14": {"inputs": {"add_noise": "disable", "noise_seed": 42, "steps": 20, "cfg": 7.5, "sampler_name": "euler",
+                      "scheduler": "normal", "start_at_step": 32, "end_at_step": 10000,
+                      "return_with_leftover_noise": False, "model": ["16", 0], "positive": ["17", 0],
+                      "negative": ["20", 0], "latent_image": ["10", 0]}, "class_type": "KSamplerAdvanced"},
+    "15": {"inputs": {"conditioning": ["6", 0]}, "class_type": "ConditioningZeroOut"},
+    "16": {"inputs": {"ckpt_name": "sd_xl_refiner_1.0.safetensors"}, "class_type": "CheckpointLoaderSimple"},
+    "17": {"inputs": {"text": "a photo of a cat", "clip": ["16", 1]}, "class_type": "CLIPTextEncode"},
+    "20": {"inputs": {"text": "", "clip": ["16", 1]}, "class_type": "CLIPTextEncode"},
+}
+
+
+@pytest.fixture(scope="session")
+def sd_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from graphgen.testing.tiny_sd import write_tiny_sd_models
+
+    return write_tiny_sd_models(tmp_path_factory.mktemp("sd_models"))
+
+
+@pytest.fixture(scope="session")
+def sd_engine(sd_models: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from graphgen import Engine
+
+    return Engine(output_dir=tmp_path_factory.mktemp("sd_out"), models_dir=sd_models.models)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15() -> Any:
+    from graphgen.testing.tiny_sd import build_tiny_sd
+
+    return build_tiny_sd("sd15")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl() -> Any:
+    from graphgen.testing.tiny_sd import build_tiny_sd
+
+    return build_tiny_sd("sdxl")
+
+
+def _saved_pixels(result: Any, node: str) -> np.ndarray:
+    from PIL import Image
+
+    path = result.ui[node]["images"][0]["path"]
+    return np.asarray(Image.open(path)).astype(np.int16)
+
+
+def _pipe_pixels(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.int16)
+
+
+def test_clip_tokenizer_is_the_standard_one() -> None:
+    from graphgen_nodes.diffusion.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
+
+    tok = clip_tokenizer()
+    assert len(tok) == VOCAB_SIZE
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert clip_tokenizer(pad_token="!")("a", padding="max_length", max_length=5).input_ids[-1] == 0
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl", "sdxl_refiner"])
+def test_single_file_loads_back_bit_for_bit(family: str) -> None:
+    """Architecture read from shapes + diffusers' conversion give back the very modules written."""
+    from graphgen.testing.tiny_sd import build_tiny_sd, checkpoint_state_dict
+    from graphgen_nodes.sd import loading
+    from graphgen_nodes.sd.detect import detect
+
+    tiny = build_tiny_sd(family)
+    state = checkpoint_state_dict(tiny)
+    assert any(k.startswith("model.diffusion_model.input_blocks.") for k in state)
+    arch = detect(state)
+    assert arch.family == family
+    pairs = [(loading.load_unet, tiny.unet), (loading.load_vae, tiny.vae)]
+    if tiny.text_encoder is not None:
+        pairs.append((loading.load_clip_l, tiny.text_encoder))
+    if tiny.text_encoder_2 is not None:
+        pairs.append((loading.load_clip_g, tiny.text_encoder_2))
+    for load, ref in pairs:
+        got = load(state, arch, torch.float32).state_dict()
+        want = ref.state_dict()
+        assert set(got) == set(want)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_detection_refuses_other_files_in_one_line() -> None:
+    from graphgen_nodes.sd.detect import DetectionError, detect
+
+    with pytest.raises(DetectionError, match="not an SD1.5/SDXL checkpoint"):
+        detect({"foo.weight": torch.zeros(2)}, "x.safetensors")
+
+
+# (sampler, scheduler) pairs checked against the pipeline with the scheduler they map to
+SD15_PAIRS = [("euler", "normal"), ("euler_ancestral", "normal"), ("dpmpp_2m", "karras"), ("ddim", "simple"),
+              ("uni_pc", "normal"), ("heun", "exponential"), ("dpmpp_2m_sde", "normal"), ("lcm", "sgm_uniform")]
+
+
+@pytest.mark.parametrize(("sampler", "scheduler"), SD15_PAIRS)
+def test_sd15_default_graph_equals_pipeline(sd_engine: Any, tiny_sd15: Any, sampler: str, scheduler: str) -> None:
+    from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
+
+    graph = copy.deepcopy(SD15_GRAPH)
+    graph["3"]["inputs"].update(sampler_name=sampler, scheduler=scheduler, steps=4)
+    graph["5"]["inputs"].update(width=64, height=64)
+    got = _saved_pixels(sd_engine.run(graph), "9")
+
+    pipe = tiny_sd15.pipeline(make_comfy_scheduler(sampler, scheduler))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=4, guidance_scale=8,
+                 generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images[0]
+    ref = _pipe_pixels(image)
+    assert ref.std() > 5  # a real image, not a flat one
+    assert np.abs(ref - got).max() <= 1
+
+
+def test_sdxl_default_graph_equals_pipeline(sd_engine: Any, tiny_sdxl: Any) -> None:
+    """ComfyUI's SDXL test graph: zeroed negative, base KSamplerAdvanced, refiner stage passing through."""
+    from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
+
+    if "ConditioningZeroOut" not in sd_engine.registry.specs():
+        pytest.skip("the core pack's ConditioningZeroOut is not installed")
+    graph = copy.deepcopy(SDXL_GRAPH)
+    graph["5"]["inputs"].update(width=64, height=64)
+    for node in ("10", "14"):
+        graph[node]["inputs"]["steps"] = 4
+    got = _saved_pixels(sd_engine.run(graph), "13")
+
+    pipe = tiny_sdxl.pipeline(make_comfy_scheduler("euler", "normal"))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("a photo of a cat", height=64, width=64, num_inference_steps=4, guidance_scale=7.5,
+                 generator=torch.Generator("cpu").manual_seed(42), output_type="np").images[0]
+    ref = _pipe_pixels(image)
+    assert ref.std() > 5
+    assert np.abs(ref - got).max() <= 1
+
+
+def test_lora_loader_equals_diffusers_load_lora_weights(sd_engine: Any, sd_models: Any, tiny_sd15: Any) -> None:
+    from graphgen.testing.tiny_sd import build_tiny_sd
+    from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
+
+    graph = copy.deepcopy(SD15_GRAPH)
+    graph["3"]["inputs"].update(steps=4)
+    graph["5"]["inputs"].update(width=64, height=64)
+    plain = _saved_pixels(sd_engine.run(graph), "9")
+    graph["10"] = {"class_type": "LoraLoader", "inputs": {
+        "model": ["4", 0], "clip": ["4", 1], "lora_name": Path(sd_models.loras["sd15"]).name,
+        "strength_model": 1.0, "strength_clip": 1.0}}
+    graph["3"]["inputs"]["model"] = ["10", 0]
+    for node in ("6", "7"):
+        graph[node]["inputs"]["clip"] = ["10", 1]
+    got = _saved_pixels(sd_engine.run(graph), "9")
+
+    pipe = build_tiny_sd("sd15").pipeline(make_comfy_scheduler("euler", "normal"))  # a copy: peft wraps layers
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(sd_models.loras["sd15"]))
+    image = pipe(PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=4, guidance_scale=8,
+                 generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images[0]
+    ref = _pipe_pixels(image)
+    assert np.abs(plain - got).max() > 10  # the LoRA changes the image
+    assert np.abs(ref - got).max() <= 1
+
+
+def test_unsupported_sampler_scheduler_pair_is_a_validation_error(sd_engine: Any) -> None:
+    graph = copy.deepcopy(SD15_GRAPH)
+    graph["3"]["inputs"].update(sampler_name="euler_ancestral", scheduler="karras")
+    issues = sd_engine.validate(graph)
+    assert [(i.code, i.node_id) for i in issues] == [("invalid_combination", "3")]
+    assert "euler_ancestral + karras" in issues[0].message
+    assert "normal, sgm_uniform, simple" in issues[0].message
+    graph["3"]["inputs"].update(scheduler="normal")
+    assert sd_engine.validate(graph) == []
+
+
+def test_ksampler_advanced_start_beyond_last_step_passes_through(sd_engine: Any) -> None:
+    from graphgen_nodes.sd.sampling_nodes import KSamplerAdvanced
+
+    latent = {"samples": torch.randn(1, 4, 8, 8)}
+    out = KSamplerAdvanced().run(None, "disable", 0, 20, 7.5, "euler", "normal", None, None, latent, 32, 10000, False)
+    assert torch.equal(out["samples"], latent["samples"])
