@@ -3,8 +3,8 @@
 The trainer itself is family-agnostic (peft-style: a config, layers, a loop). A
 :class:`TrainFamily` says, for one family:
 
-* which UNet modules get LoRA layers (``target_modules``) and the noise schedule
-  (``alphas_cumprod``);
+* the noise schedule (``alphas_cumprod``); which UNet layers get LoRA is the config's
+  ``network_modules`` (:data:`NETWORK_MODULES`, the same names in every family);
 * how the UNet is called with the cached text conditioning and any added conditioning
   (:meth:`TrainFamily.unet_kwargs`: SD1.5 takes the hidden states only; SDXL and Kolors also take a
   pooled embedding and the size/crop ids);
@@ -19,15 +19,20 @@ builds the text encoder function; the cache stores ``(prompt_embeds, pooled)`` f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["FAMILIES", "KOLORS", "TrainFamily", "get_family"]
+__all__ = ["FAMILIES", "KOLORS", "NETWORK_MODULES", "SD15", "SDXL", "SDTrainFamily", "TrainFamily", "get_family"]
 
 #: peft target modules of every family so far: each attention's query, key, value and output.
 ATTENTION_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+#: kohya's default LoRA (``networks.lora``): every Linear layer of the transformer blocks, i.e. the
+#: attentions plus the feed-forward layers and ``proj_in``/``proj_out`` (where they are Linear).
+TRANSFORMER_MODULES = [*ATTENTION_MODULES, "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
+#: ``network_modules`` choices: which layers of the UNet get LoRA.
+NETWORK_MODULES = {"attention": ATTENTION_MODULES, "transformer": TRANSFORMER_MODULES}
 
 
 def scaled_linear_alphas(start: float, end: float, steps: int) -> torch.Tensor:
@@ -42,7 +47,6 @@ class TrainFamily:
 
     Attributes:
         name: ``"kolors"``, ``"sdxl"``, ``"sd15"``.
-        target_modules: peft target module names in the UNet.
         beta_schedule: ``(beta_start, beta_end, num_train_timesteps)`` of its scaled-linear schedule.
         added_cond: The UNet takes ``added_cond_kwargs`` (pooled text embedding and time ids).
         crop_conditioning: Time ids carry the image's original size and crop (SDXL, as kohya);
@@ -57,7 +61,6 @@ class TrainFamily:
     """
 
     name: str
-    target_modules: list[str] = field(default_factory=lambda: list(ATTENTION_MODULES))
     beta_schedule: tuple[float, float, int] = (0.00085, 0.012, 1000)
     added_cond: bool = True
     crop_conditioning: bool = True
@@ -156,7 +159,55 @@ KOLORS = TrainFamily(
     ss_base_model_version="kolors",
 )
 
-FAMILIES: dict[str, TrainFamily] = {"kolors": KOLORS}
+
+
+@dataclass(frozen=True)
+class SDTrainFamily(TrainFamily):
+    """SD1.5 and SDXL: CLIP conditioning, 1000-step schedule, sampled with the shared denoise loop."""
+
+    def render(
+        self,
+        unet: Any,
+        positive: tuple[torch.Tensor, torch.Tensor],
+        negative: tuple[torch.Tensor, torch.Tensor],
+        *,
+        width: int,
+        height: int,
+        seed: int,
+        steps: int,
+        cfg: float,
+    ) -> torch.Tensor:
+        """Euler with ComfyUI's ``normal`` schedule, one prompt at a time, the same seed for each."""
+        from ..diffusion.comfy_samplers import SD_SCHEDULER_CONFIG, make_comfy_scheduler
+        from ..diffusion.denoise import CondEntry, denoise
+        from ..kolors.sampling import make_generator
+
+        param = next(unet.parameters())
+        ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+
+        def entry(embeds: torch.Tensor, pooled: torch.Tensor) -> CondEntry:
+            added = {"text_embeds": pooled, "time_ids": ids} if self.added_cond else None
+            return CondEntry(embeds=embeds, added=added)
+
+        out = []
+        for row in range(positive[0].shape[0]):
+            out.append(denoise(
+                unet, make_comfy_scheduler("euler", "normal", SD_SCHEDULER_CONFIG),
+                [entry(positive[0][row : row + 1], positive[1][row : row + 1])],
+                [entry(negative[0][:1], negative[1][:1])],
+                torch.zeros(1, 4, height // 8, width // 8), generator=make_generator(seed), steps=steps,
+                cfg=cfg, device=param.device, dtype=param.dtype,
+            ))
+        return torch.cat(out)
+
+
+#: SD1.5: CLIP ViT-L hidden states (the family's CLIPTextEncode), no added conditioning.
+SD15 = SDTrainFamily(name="sd15", added_cond=False, ss_base_model_version="sd_v1", default_resolution=512)
+#: SDXL: both CLIP encoders' penultimate states, bigG's pooled output, and kohya's size/crop ids
+#: (original size, crop top-left, bucket size).
+SDXL = SDTrainFamily(name="sdxl", crop_conditioning=True, ss_base_model_version="sdxl_base_v1-0")
+
+FAMILIES: dict[str, TrainFamily] = {"kolors": KOLORS, "sd15": SD15, "sdxl": SDXL}
 
 
 def get_family(name: str) -> TrainFamily:

@@ -67,8 +67,14 @@ class TrainableLora:
             )
         shared = {id(t): t for t in [*unet.parameters(), *unet.buffers()]}
         self.model: torch.nn.Module = copy.deepcopy(unet, shared)
+        # Linear layers only (SD1.5's proj_in/proj_out are 1x1 convolutions, which kohya's plain
+        # LoRA leaves out too), named in full so peft wraps exactly these.
+        names = [name for name, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)
+                 and any(name == t or name.endswith("." + t) for t in target_modules)]
+        if not names:
+            raise TrainError(f"no {'/'.join(target_modules)} layers found: is this a UNet of the chosen family?")
         config = LoraConfig(
-            r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout, init_lora_weights=True
+            r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=dropout, init_lora_weights=True
         )
         inject_adapter_in_model(config, self.model, adapter_name=ADAPTER_NAME)
         found = {name: m for name, m in self.model.named_modules() if isinstance(m, LoraLayer)}

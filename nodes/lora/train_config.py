@@ -19,7 +19,7 @@ from .buckets import BucketSpec
 from .captions import CaptionOptions
 from .checkpoint import read_lora_metadata
 from .dataset import OnBadItem, PreprocessParams, load_dataset
-from .families import ATTENTION_MODULES, FAMILIES
+from .families import ATTENTION_MODULES, FAMILIES, NETWORK_MODULES
 from .latent_cache import CachedData, CacheSpec, ImageEncoder, TextEncoder, build_cache
 from .optim import LR_SCHEDULERS, check_optimizer
 
@@ -110,6 +110,8 @@ class TrainConfig:
         sample_steps: Sampling steps of the sample images.
         sample_cfg: Guidance scale of the sample images.
         sample_seed: Noise seed of the sample images (the same at every checkpoint).
+        network_modules: ``"attention"`` (q/k/v/out of every attention, the tutorial's) or
+            ``"transformer"`` (kohya's default: also the feed-forward and proj_in/proj_out Linears).
         save_format: ``"diffusers"`` (``load_lora_weights``' own layout) or ``"kohya"`` (the
             family's kohya naming with ``.alpha`` and ``ss_*`` metadata, for kohya-aware tools).
     """
@@ -157,6 +159,7 @@ class TrainConfig:
     sample_cfg: float = 5.0
     sample_seed: int = 0
     save_format: str = "diffusers"
+    network_modules: str = "attention"
 
     @property
     def total_steps(self) -> int:
@@ -179,6 +182,10 @@ class TrainConfig:
         return CaptionOptions(
             self.shuffle_caption, self.keep_tokens, caption_dropout_rate=self.caption_dropout_rate
         )
+
+    def target_modules(self) -> list[str]:
+        """peft target module names of ``network_modules``."""
+        return list(NETWORK_MODULES.get(self.network_modules, ATTENTION_MODULES))
 
     def prompts(self) -> list[str]:
         """The sample prompts (non-empty lines of ``sample_prompts``)."""
@@ -220,6 +227,7 @@ class TrainConfig:
             (self.sample_every_n_steps >= 0, "sample_every_n_steps must be >= 0"),
             (self.sample_steps >= 1, "sample_steps must be >= 1"),
             (self.save_format in ("diffusers", "kohya"), 'save_format must be "diffusers" or "kohya"'),
+            (self.network_modules in NETWORK_MODULES, 'network_modules must be "attention" or "transformer"'),
             (not self.sample_every_n_steps or bool(self.prompts()),
              "sample_every_n_steps needs sample_prompts (one prompt per line)"),
         ]
@@ -289,7 +297,7 @@ _LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig)
           if f.name in {"family", "shuffle_caption", "keep_tokens", "caption_dropout_rate", "enable_bucket",
                         "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "lr_scheduler",
                         "lr_warmup_steps", "noise_offset", "min_snr_gamma", "gradient_accumulation_steps",
-                        "network_dropout", "optimizer", "save_format"}}
+                        "network_dropout", "optimizer", "save_format", "network_modules"}}
 
 
 def _result_params(config: TrainConfig, with_length: bool) -> dict[str, Any]:
@@ -300,7 +308,7 @@ def _result_params(config: TrainConfig, with_length: bool) -> dict[str, Any]:
         skip |= {"max_epochs", "steps_per_epoch"}
     params = {k: v for k, v in dataclasses.asdict(config).items()
               if k not in skip and not (k in _LATER and v == _LATER[k])}
-    params["target_modules"] = FAMILIES[config.family].target_modules if config.family in FAMILIES else []
+    params["target_modules"] = config.target_modules()
     if config.optimizer == "AdamW":  # the first release's wording, kept so its run keys hold
         params["optimizer"] = "AdamW(betas=(0.9,0.999),eps=1e-8),constant_lr"
     if with_length:

@@ -113,6 +113,8 @@ class TrainLoRA(Node):
         String("output_path", default="loras", description="folder for the LoRA, inside the output folder"),
         String("output_name", default="lora", description="file stem of the LoRA"),
         Int("lora_rank", default=16, min=1, max=256, description="network_dim"),
+        Choice("network_modules", ["transformer", "attention"], default="transformer",
+               description="transformer: every Linear of the transformer blocks (kohya's); attention: q/k/v/out only"),
         Float("lora_alpha", default=8.0, min=0.001, max=1024.0, step=0.1, description="network_alpha"),
         Int("max_epochs", default=1, min=1, max=10_000),
         Int("steps_per_epoch", default=500, min=1, max=1_000_000, description="optimiser steps per epoch"),
@@ -196,7 +198,9 @@ def _train(node: Node, glue: Any, model: Any, text: Any, vae: Any, *, dataset_pa
         ctx.warn(line)
 
     def progress(step: int, total: int, loss: float, its: float) -> None:
-        ctx.progress(step, total, f"loss {loss:.4f} · {its:.2f} it/s")
+        # a cancel is honoured by the trainer before the next step, which saves a checkpoint first
+        with contextlib.suppress(Cancelled):
+            ctx.progress(step, total, f"loss {loss:.4f} · {its:.2f} it/s")
 
     def on_sample(step: int, path: Path) -> None:
         ctx.preview(path, f"samples at step {step}")
@@ -252,24 +256,23 @@ def _prepare(node: Node, glue: Any, config: Any, text: Any, vae: Any, on_bad_ite
     """
     from .train_config import prepare_data
 
-    text_handle = glue.text_handle(text)
     with contextlib.ExitStack() as stack:
         opened: dict[str, Any] = {}
 
-        def model_of(key: str, handle: Any) -> Any:  # on the device only if something must be encoded
+        def open_(key: str, handle: Any) -> Any:  # on the device only if something must be encoded
             if key not in opened:
                 opened[key] = stack.enter_context(handle.use())
             return opened[key]
 
         def encode_images(batch: Any) -> Any:
-            return glue.image_encoder(vae, model_of("vae", vae))(batch)
+            return glue.image_encoder(vae, open_)(batch)
 
         def encode_text(prompts: list[str]) -> Any:
-            return glue.text_encoder(text, model_of("text", text_handle))(prompts)
+            return glue.text_encoder(text, open_)(prompts)
 
         cache_dir = node.ctx.output_dir / ".graphgen_cache" / "lora_latents"
         data, warnings = prepare_data(config, cache_dir=cache_dir, vae_id=repr(vae.key),
-                                      text_encoder_id=repr(text_handle.key), encode_images=encode_images,
+                                      text_encoder_id=glue.text_id(text), encode_images=encode_images,
                                       encode_text=encode_text, on_bad_item=on_bad_item)
         prompts = None
         if config.sample_every_n_steps and config.prompts():

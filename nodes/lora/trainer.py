@@ -157,7 +157,7 @@ def _metadata(
         "graphgen.base_model": fps.base_model,
         "graphgen.rank": str(config.lora_rank),
         "graphgen.alpha": repr(float(config.lora_alpha)),
-        "graphgen.target_modules": json.dumps(family.target_modules),
+        "graphgen.target_modules": json.dumps(config.target_modules()),
         "graphgen.steps": str(steps),
         "graphgen.dataset_fingerprint": data.dataset_fingerprint,
         "graphgen.data_fingerprint": fps.data,
@@ -318,7 +318,7 @@ def train_lora(
     log = LossLog(paths["csv"])
     try:
         lora = TrainableLora(
-            unet, config.lora_rank, config.lora_alpha, family.target_modules,
+            unet, config.lora_rank, config.lora_alpha, config.target_modules(),
             _derived_generator(config.seed, "init"), dropout=config.network_dropout,
         )
         for p in unet.parameters():
