@@ -142,13 +142,16 @@ def test_lora_convert_command(trained, tmp_path, capsys):
     assert "junk.safetensors" in err and "Traceback" not in err
 
 
-def test_demo_runs_and_refuses_foreign_folders(tmp_path, capsys):
+def test_demo_learns_visibly_and_refuses_foreign_folders(tmp_path, capsys):
+    """The demo's LoRA: loss falls, the LoRA image's latents are closer to the training images' than the base's."""
     from graphgen.testing.demo import run_demo
 
-    demo = run_demo(tmp_path / "demo", overrides={"steps_per_epoch": 4, "steps": 2})
+    demo = run_demo(tmp_path / "demo")
     assert demo.result.ok, demo.result.failed
     assert demo.lora and demo.lora.is_file() and demo.loss_curve and demo.loss_curve.is_file()
-    assert len(demo.images) == 2
+    assert len(demo.images) == 2 and [g.name for g in demo.samples] == ["step_000075.png", "step_000150.png"]
+    assert demo.loss_last < 0.95 * demo.loss_first, (demo.loss_first, demo.loss_last)
+    assert demo.distance_lora < 0.98 * demo.distance_base, (demo.distance_lora, demo.distance_base)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("precious", encoding="utf-8")

@@ -155,7 +155,7 @@ def test_resume_after_killing_the_process_equals_uninterrupted(
     family, result, _, _, _ = trained
     if family != "sd15":
         pytest.skip("one family is enough for the process kill (the cancel test covers SDXL)")
-    graph = train_graph(family, dataset, "killed", sample_every_n_steps=0, steps_per_epoch=40, save_every_n_steps=2)
+    graph = train_graph(family, dataset, "killed", sample_every_n_steps=0, steps_per_epoch=30, save_every_n_steps=2)
     workflow = tmp_path / "train.json"
     workflow.write_text(json.dumps(graph), encoding="utf-8")
     out = tmp_path / "out"
