@@ -782,7 +782,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     print(
         f"cache build: {prep['cache_s']:.2f}s beforehand for (a); median {b['cache']:.2f}s inside (b); "
         f"(c) spends a median {med(x['encode_ms_per_step'] for x in results['c']):.1f} ms per step loading and "
-        f"encoding (VAE + ChatGLM) of its {1000 / c['steady']:.1f} ms"
+        f"encoding (VAE + text encoder) of its {1000 / c['steady']:.1f} ms"
     )
     if full or dry:
         for v, row in rows.items():
