@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
 
-    tiny = sub.add_parser("tiny-models", help="write tiny random-weight Kolors models (tests, demos, benchmarks)")
+    tiny = sub.add_parser("tiny-models", help="write tiny random-weight Kolors, SD1.5 and SDXL models (tests, demos, benchmarks)")
     tiny.add_argument("directory", type=Path, help="where to write them (tutorial/, diffusers/, comfyui/ inside)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
     tiny.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -309,6 +309,7 @@ def cmd_lora_convert(args: argparse.Namespace) -> int:
 
 def cmd_tiny_models(args: argparse.Namespace) -> int:
     from graphgen.testing.tiny_kolors import write_tiny_models
+    from graphgen.testing.tiny_sd import write_tiny_sd_models
 
     if args.directory.exists() and any(args.directory.iterdir()):
         raise UsageError(f"{args.directory} is not empty; give a new or empty folder (nothing is overwritten)")
@@ -317,7 +318,11 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
     console.print(f"[green]tiny Kolors models[/] (seed {args.seed}) written to {paths.root}")
     console.print(f"  tutorial layout:  {paths.tutorial_models}  (kolors/Kolors, sdxl-vae-fp16-fix)")
     console.print(f"  diffusers layout: {paths.diffusers_root}")
+    sd = write_tiny_sd_models(paths.comfyui_models, seed=args.seed)
     console.print(f"  ComfyUI layout:   {paths.comfyui_models}  (use with --models-dir)")
+    console.print("  SD1.5 / SDXL / SDXL refiner single files (original key layout) in its checkpoints/: "
+                  + ", ".join(p.name for p in sd.checkpoints.values()))
+    console.print("  kohya LoRAs in its loras/: " + ", ".join(p.name for p in sd.loras.values()))
     return EXIT_OK
 
 

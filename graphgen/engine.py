@@ -25,9 +25,9 @@ from graphgen.cache import OutputCache
 from graphgen.context import EngineSettings
 from graphgen.events import Event
 from graphgen.executor import Executor, RunResult
+from graphgen.models import ModelStore
 from graphgen.overrides import apply_overrides
 from graphgen.registry import NodeRegistry, default_registry
-from graphgen.resources import ResourceCache
 from graphgen.validation import PreparedWorkflow, validate
 from graphgen.workflow import Workflow, load_workflow
 
@@ -46,7 +46,9 @@ class Engine:
         registry: Use this registry instead of building the default one.
         cache_entries: Most node outputs kept in the cache.
         cache_bytes: Memory budget of the output cache (estimated from tensor sizes).
-        resource_bytes: Memory budget for shared loaded models (None: no limit).
+        resource_bytes: RAM budget of the model store: bytes of loaded models kept (None: no limit).
+        vram_bytes: VRAM budget: bytes of model weights on the accelerator (None: the card's memory
+            minus 3 GB, or `GRAPHGEN_GPU_BUDGET_GB`).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Engine:
         cache_entries: int = 10_000,
         cache_bytes: int | None = None,
         resource_bytes: int | None = None,
+        vram_bytes: int | None = None,
     ) -> None:
         self.registry = registry if registry is not None else default_registry(plugins)
         if registry is not None:
@@ -68,7 +71,7 @@ class Engine:
         self.settings = EngineSettings(output_dir=Path(output_dir), input_dir=Path(input_dir),
                                        models_dir=Path(models_dir) if models_dir else None)
         self.cache = OutputCache(max_entries=cache_entries, max_bytes=cache_bytes)
-        self.resources = ResourceCache(max_bytes=resource_bytes)
+        self.resources = ModelStore(max_bytes=resource_bytes, vram_budget=vram_bytes)
         self._executor = Executor(self.cache, self.settings, self.resources)
         self._cancel = threading.Event()
         self._run_lock = threading.Lock()
@@ -172,10 +175,24 @@ class Engine:
         """Forget cached node outputs (loaded models stay: see `free_resources`)."""
         self.cache.clear()
 
+    @property
+    def models(self) -> ModelStore:
+        """The model store every family pack loads through (the same object as `resources`)."""
+        return self.resources
+
     def free_resources(self) -> int:
-        """Drop shared loaded models (and cached outputs that hold them); returns how many."""
+        """Drop shared loaded models (and cached outputs that hold them) and give their memory back,
+        the accelerator's cached blocks included; returns how many resources were dropped."""
+        import gc
+        import sys
+
         self.cache.clear()
-        return self.resources.free()
+        dropped = self.resources.free()
+        gc.collect()  # modules in reference cycles (hooks, compiled graphs) go now, not at some later pass
+        torch = sys.modules.get("torch")  # never import torch just to free nothing
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return dropped
 
 
 def _ignore(_: Event) -> None:

@@ -2,8 +2,9 @@
 
 Node packs ask for a resource by a key that identifies it (file identity, dtype, device); the
 first request loads it, later ones get the same object. Entries carry an estimated size and are
-evicted least-recently-used first when a budget is exceeded; `free()` drops them all (an app
-calls `Engine.free_resources()` to give memory back).
+evicted least-recently-used first when a budget is exceeded (skipping those in use); `free()`
+drops them all (an app calls `Engine.free_resources()` to give memory back). Loaded models live in
+`graphgen.models.ModelStore`, which is this cache plus the accelerator's budget.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ class ResourceEntry:
 def _resource_size(value: Any) -> int:
     own = getattr(value, "resource_nbytes", None)
     return int(own()) if callable(own) else estimate_nbytes(value)
+
+
+def _busy(value: Any) -> bool:
+    """A resource in use right now (e.g. a model inside `handle.use()`) is never evicted."""
+    busy = getattr(value, "resource_busy", None)
+    return bool(busy()) if callable(busy) else False
 
 
 class ResourceCache:
@@ -95,8 +102,8 @@ class ResourceCache:
     def _enforce_budget(self, keep: Hashable) -> None:
         if self.max_bytes is None:
             return
-        while self.nbytes > self.max_bytes and len(self._entries) > 1:
-            oldest = next(iter(self._entries))
-            if oldest == keep:
+        for key in list(self._entries):  # least recently used first
+            if self.nbytes <= self.max_bytes:
                 break
-            self.release(oldest)
+            if key != keep and not _busy(self._entries[key].value):
+                self.release(key)

@@ -95,6 +95,75 @@ def _pipe_pixels(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image, 0, 1) * 255).astype(np.int16)
 
 
+def comfyui_editor_default_graph() -> dict[str, Any] | None:
+    """The editor's classic default graph, read at test time from the installed comfyui-frontend-package.
+
+    (The frontend is GPL: its graph is read from the package, never copied into this repository.)
+    The TypeScript object literal in its source map is turned into JSON.
+    """
+    import json
+    import re
+
+    try:
+        import comfyui_frontend_package as pkg
+    except ImportError:
+        return None
+    for source_map in sorted((Path(pkg.__file__).parent / "static" / "assets").glob("*.js.map")):
+        text = source_map.read_text(encoding="utf-8")
+        if "testDefaultGraph" not in text:
+            continue
+        data = json.loads(text)
+        for src, content in zip(data["sources"], data.get("sourcesContent") or [], strict=False):
+            if src.endswith("defaultGraph.ts") and content and "testDefaultGraph" in content:
+                body = content.split("const testDefaultGraph: ComfyWorkflowJSON = ", 1)[1]
+                body = body.split("\nconst ", 1)[0].strip()
+                body = re.sub(r"'((?:[^'\\]|\\.)*)'", lambda m: json.dumps(m.group(1)), body)
+                body = re.sub(r'([{,\[]\s*)([A-Za-z_]\w*)\s*:', r'\1"\2":', body)
+                body = re.sub(r",(\s*[}\]])", r"\1", body)
+                return json.loads(body)
+    return None
+
+
+def test_sd15_editor_default_graph_equals_pipeline(sd_engine: Any) -> None:
+    """ComfyUI's editor default graph (litegraph format, fp16 checkpoint name) runs unchanged but for size and
+    steps, and equals the pipeline on the same fp16-rounded weights."""
+    from graphgen.testing.tiny_sd import build_tiny_sd
+    from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
+
+    graph = comfyui_editor_default_graph()
+    if graph is None:
+        pytest.skip("comfyui-frontend-package (dev extra) is not installed")
+    assert {n["type"] for n in graph["nodes"]} >= {"CheckpointLoaderSimple", "KSampler", "CLIPTextEncode"}
+    result = sd_engine.run(graph, overrides={"5.width": 64, "5.height": 64, "3.steps": 4})
+    got = _saved_pixels(result, "9")
+
+    tiny = build_tiny_sd("sd15")
+    for module in (tiny.unet, tiny.vae, tiny.text_encoder):
+        module.half().float()
+    pipe = tiny.pipeline(make_comfy_scheduler("euler", "normal"))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=4, guidance_scale=8,
+                 generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images[0]
+    assert np.abs(_pipe_pixels(image) - got).max() <= 1
+
+
+def test_sdxl_graph_in_editor_format_runs(sd_engine: Any) -> None:
+    """The SDXL test graph converted to the editor format (graphgen's converter) gives the same image."""
+    from graphgen.server.templates import workflow_to_ui
+    from graphgen.workflow import load_workflow
+
+    if "ConditioningZeroOut" not in sd_engine.registry.specs():
+        pytest.skip("the core pack's ConditioningZeroOut is not installed")
+    graph = copy.deepcopy(SDXL_GRAPH)
+    graph["5"]["inputs"].update(width=64, height=64)
+    for node in ("10", "14"):
+        graph[node]["inputs"]["steps"] = 3
+    api = _saved_pixels(sd_engine.run(graph), "13")
+    ui = workflow_to_ui(load_workflow(graph), sd_engine.registry)
+    assert "nodes" in ui and "links" in ui
+    assert np.array_equal(_saved_pixels(sd_engine.run(ui, use_cache=False), "13"), api)
+
+
 def test_clip_tokenizer_is_the_standard_one() -> None:
     from graphgen_nodes.diffusion.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
 
@@ -222,3 +291,133 @@ def test_ksampler_advanced_start_beyond_last_step_passes_through(sd_engine: Any)
     latent = {"samples": torch.randn(1, 4, 8, 8)}
     out = KSamplerAdvanced().run(None, "disable", 0, 20, 7.5, "euler", "normal", None, None, latent, 32, 10000, False)
     assert torch.equal(out["samples"], latent["samples"])
+
+
+def _cli_run(capsys: Any, *args: str) -> list[dict[str, Any]]:
+    import json
+
+    import cli
+
+    code = cli.main(["run", *args, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err + out[-2000:]
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _saved(events: list[dict[str, Any]]) -> list[Path]:
+    return [Path(item["path"]) for e in events if e["event"] == "node_finished" and e["ui"]
+            for item in e["ui"].get("images", [])]
+
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+SMALL = ["--set", "width=64", "--set", "height=64", "--set", "steps=3"]
+
+
+def test_example_workflows_run_from_the_cli(sd_models: Any, tmp_path: Path, capsys: Any) -> None:
+    """txt2img (SD1.5, SDXL + refiner), a two-pass hires fix (img2img on an upscaled latent) and inpainting."""
+    from PIL import Image
+
+    common = ["--models-dir", str(sd_models.models), "--output-dir", str(tmp_path / "out"),
+              "--input-dir", str(tmp_path / "in")]
+    sd15 = _saved(_cli_run(capsys, str(WORKFLOWS / "sd15_txt2img.json"), *common, *SMALL))
+    assert Image.open(sd15[0]).size == (64, 64)
+    sdxl = _saved(_cli_run(capsys, str(WORKFLOWS / "sdxl_txt2img.json"), *common, *SMALL,
+                           "--set", "refiner_start=2"))
+    assert Image.open(sdxl[0]).size == (64, 64)
+    hires = _saved(_cli_run(capsys, str(WORKFLOWS / "sd15_hires_fix.json"), *common, *SMALL, "--set", "scale=1.5"))
+    assert Image.open(hires[0]).size == (96, 96)
+
+    (tmp_path / "in").mkdir()
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., :3] = 200
+    rgba[..., 3] = 255
+    rgba[16:48, 16:48, 3] = 0  # transparent square: repaint it
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in" / "input.png")
+    inpainted = _saved(_cli_run(capsys, str(WORKFLOWS / "sd15_inpaint.json"), *common, "--set", "steps=3"))
+    assert Image.open(inpainted[0]).size == (64, 64)
+
+
+def test_noise_mask_resamples_only_the_masked_area(tiny_sd15: Any) -> None:
+    """Inpainting: outside the mask the result is the input latent, inside it is new."""
+    from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
+    from graphgen_nodes.diffusion.denoise import CondEntry, denoise
+
+    embeds = torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(1))
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0  # right half of the pixels
+    out = denoise(tiny_sd15.unet, make_comfy_scheduler("euler", "normal"), [CondEntry(embeds)],
+                  [CondEntry(torch.zeros_like(embeds))], x0, generator=torch.Generator().manual_seed(3), steps=3,
+                  cfg=5.0, denoise_strength=0.8, noise_mask=mask)
+    assert torch.equal(out[..., :3], x0[..., :3])
+    assert (out[..., 5:] - x0[..., 5:]).abs().max() > 0.1
+
+
+def test_timestep_ranges_and_combined_entries(tiny_sd15: Any) -> None:
+    """An entry limited to a timestep range counts only there; two always-on entries average."""
+    from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
+    from graphgen_nodes.diffusion.denoise import CondEntry, denoise
+
+    gen = torch.Generator().manual_seed(4)
+    a, b = torch.randn(1, 77, 64, generator=gen), torch.randn(1, 77, 64, generator=gen)
+    x0 = torch.zeros(1, 4, 8, 8)
+
+    def run(entries: list[Any]) -> torch.Tensor:
+        return denoise(tiny_sd15.unet, make_comfy_scheduler("euler", "normal"), entries, [], x0,
+                       generator=torch.Generator().manual_seed(5), steps=4, cfg=1.0, noise_only=True)
+
+    only_a = run([CondEntry(a)])
+    # 4 "normal" steps sit at timesteps 999, 666, 333, 0: the range 10-20 % (timesteps 899-799)
+    # holds none of them, so b never counts
+    assert torch.equal(run([CondEntry(a), CondEntry(b, start=0.1, end=0.2)]), only_a)
+    early = run([CondEntry(a), CondEntry(b, start=0.0, end=0.5)])  # b at 999 and 666 only
+    both = run([CondEntry(a), CondEntry(b)])
+    assert not torch.allclose(early, only_a) and not torch.allclose(early, both)
+    assert not torch.allclose(both, only_a)
+
+
+def test_kolors_model_and_conditioning_in_ksampler(tiny_models: Any, tmp_path: Path) -> None:
+    from graphgen import Engine
+
+    engine = Engine(output_dir=tmp_path, models_dir=tiny_models.comfyui_models)
+    kolors = str(tiny_models.comfyui_kolors)
+    graph = {
+        "1": {"class_type": "KolorsModelLoader", "inputs": {"path": kolors, "precision": "fp32", "device": "cpu"}},
+        "2": {"class_type": "KolorsTextEncode", "inputs": {"chatglm3_model": ["1", 1], "prompt": "a cat",
+                                                          "negative_prompt": "", "num_images_per_prompt": 1}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "4": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "seed": 1, "steps": 3, "cfg": 5.0, "sampler_name": "dpmpp_2m", "scheduler": "karras",
+            "positive": ["2", 0], "negative": ["2", 0], "latent_image": ["3", 0], "denoise": 1.0}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "k"}},
+    }
+    pixels = _saved_pixels(engine.run(graph), "6")
+    assert pixels.shape == (64, 64, 3) and pixels.std() > 5
+
+
+
+def test_object_info_offers_model_files_as_choices(sd_models: Any) -> None:
+    from graphgen.registry import default_registry
+    from graphgen.server.object_info import node_definition
+
+    specs = default_registry().specs()
+    ckpt = node_definition(specs["CheckpointLoaderSimple"], None, sd_models.models)["input"]["required"]["ckpt_name"]
+    assert "sd_xl_base_1.0.safetensors" in ckpt[0] and "v1-5-pruned-emaonly.safetensors" in ckpt[0]
+    lora = node_definition(specs["LoraLoader"], None, sd_models.models)["input"]["required"]["lora_name"]
+    assert lora[0] == sorted(p.name for p in sd_models.loras.values())
+    # without a models folder the input stays a text widget
+    assert node_definition(specs["CheckpointLoaderSimple"])["input"]["required"]["ckpt_name"][0] == "STRING"
+
+
+def test_checkpoint_loader_reads_a_diffusers_folder(sd_engine: Any, sd_models: Any, tiny_sd15: Any) -> None:
+    """The same weights saved as a diffusers pipeline folder give the single file's image."""
+    folder = Path(sd_models.models) / "checkpoints" / "tiny-sd15-diffusers"
+    if not folder.exists():
+        tiny_sd15.pipeline().save_pretrained(folder)
+    graph = copy.deepcopy(SD15_GRAPH)
+    graph["3"]["inputs"].update(steps=3)
+    graph["5"]["inputs"].update(width=64, height=64)
+    single = _saved_pixels(sd_engine.run(graph), "9")
+    graph["4"]["inputs"]["ckpt_name"] = folder.name
+    assert np.array_equal(_saved_pixels(sd_engine.run(graph), "9"), single)

@@ -419,9 +419,9 @@ def vae_diffusers_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
             new = f"{parts[0]}.mid.block_{int(parts[3]) + 1}.{'.'.join(parts[4:])}"
         elif parts[1] == "mid_block" and parts[2] == "attentions":
             names = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}
-            rest = parts[4:6] if parts[4] != "to_out" else [parts[4], parts[6]]
-            new = f"{parts[0]}.mid.attn_1.{names[rest[0]]}.{rest[1]}"
-            if rest[1] == "weight" and rest[0] != "group_norm":
+            leaf = parts[4:6] if parts[4] != "to_out" else [parts[4], parts[6]]
+            new = f"{parts[0]}.mid.attn_1.{names[leaf[0]]}.{leaf[1]}"
+            if leaf[1] == "weight" and leaf[0] != "group_norm":
                 value = value[:, :, None, None]
         elif parts[1] == "conv_norm_out":
             new = f"{parts[0]}.norm_out.{parts[2]}"

@@ -89,6 +89,19 @@ _UNETS: dict[str, dict[str, Any]] = {
     },
 }
 
+#: The released architectures (for GPU benchmarks with random weights; nothing is downloaded).
+FULL_UNETS: dict[str, dict[str, Any]] = {
+    "sd15": {**_UNETS["sd15"], "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768},
+    "sdxl": {**_UNETS["sdxl"], "block_out_channels": [320, 640, 1280], "attention_head_dim": [5, 10, 20],
+             "transformer_layers_per_block": [1, 2, 10], "cross_attention_dim": 2048,
+             "projection_class_embeddings_input_dim": 2816},
+}
+FULL_CLIP_L = {**_CLIP_L, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+               "num_attention_heads": 12, "projection_dim": 768}
+FULL_CLIP_G = {**_CLIP_G, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+               "num_attention_heads": 20, "projection_dim": 1280}
+FULL_VAE = {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2}
+
 #: Tiny 4-level VAE (latents = pixels / 8) with 32 norm groups.
 _VAE = {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "norm_num_groups": 32,
         "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
@@ -132,14 +145,15 @@ def _clip(config: dict[str, Any], with_projection: bool) -> Any:
 
     cfg = CLIPTextConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=77, bos_token_id=49406,
                          eos_token_id=49407, pad_token_id=1, **config)
-    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    cls: Any = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     return cls(cfg).to(torch.float32).eval()
 
 
-def build_tiny_sd(family: Family, seed: int = 0) -> TinySD:
+def build_tiny_sd(family: Family, seed: int = 0, *, full: bool = False) -> TinySD:
     """Builds one tiny checkpoint's components in memory, identically for a seed.
 
-    The global torch RNG is left as it was.
+    ``full=True`` builds the released sizes instead (SD1.5 and SDXL base; for GPU benchmarks: build
+    them under ``torch.device("cuda")``). The global torch RNG is left as it was.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -148,13 +162,16 @@ def build_tiny_sd(family: Family, seed: int = 0) -> TinySD:
     scaling = 0.18215 if family == "sd15" else 0.13025
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(sample_size=8, **_UNETS[family]).eval()
+        unet: Any = UNet2DConditionModel(sample_size=8, **(FULL_UNETS if full else _UNETS)[family])
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKL(**_VAE, scaling_factor=scaling, force_upcast=family != "sd15").eval()
+        vae: Any = AutoencoderKL(**{**_VAE, **(FULL_VAE if full else {})}, scaling_factor=scaling,
+                                 force_upcast=family != "sd15")
         torch.manual_seed(seed + 2)
-        te1 = _clip(_CLIP_L, False) if family != "sdxl_refiner" else None
+        te1 = _clip(FULL_CLIP_L if full else _CLIP_L, False) if family != "sdxl_refiner" else None
         torch.manual_seed(seed + 3)
-        te2 = _clip(_CLIP_G, True) if family != "sd15" else None
+        te2 = _clip(FULL_CLIP_G if full else _CLIP_G, True) if family != "sd15" else None
+    unet.eval()
+    vae.eval()
     tok1 = clip_tokenizer() if te1 is not None else None
     tok2 = clip_tokenizer(pad_token="!") if te2 is not None else None
     return TinySD(family, unet, vae, te1, te2, tok1, tok2)
@@ -236,23 +253,25 @@ def checkpoint_state_dict(tiny: TinySD) -> dict[str, torch.Tensor]:
     from graphgen.testing.tiny_kolors import vae_diffusers_to_ldm
 
     sd: dict[str, torch.Tensor] = {}
+    te1: Any = tiny.text_encoder
+    te2: Any = tiny.text_encoder_2
     unet = unet_diffusers_to_ldm(tiny.unet.state_dict(), _unet_layout(tiny.unet))
     sd.update({"model.diffusion_model." + k: v for k, v in unet.items()})
     sd.update({"first_stage_model." + k: v for k, v in vae_diffusers_to_ldm(tiny.vae.state_dict()).items()})
     if tiny.family == "sd15":
-        te = _hf_clip_names(tiny.text_encoder.state_dict())
+        te = _hf_clip_names(te1.state_dict())
         sd.update({"cond_stage_model.transformer." + k: v for k, v in te.items()})
         # real SD1.5 files carry the position ids buffer and DDPM schedule buffers
         sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
         sd["alphas_cumprod"] = _alphas_cumprod()
     elif tiny.family == "sdxl":
-        te = _hf_clip_names(tiny.text_encoder.state_dict())
+        te = _hf_clip_names(te1.state_dict())
         sd.update({"conditioner.embedders.0.transformer." + k: v for k, v in te.items()})
-        g = _openclip_names(tiny.text_encoder_2.state_dict())
+        g = _openclip_names(te2.state_dict())
         sd.update({"conditioner.embedders.1.model." + k: v for k, v in g.items()})
         sd["conditioner.embedders.1.model.logit_scale"] = torch.tensor(4.6052)
     else:
-        g = _openclip_names(tiny.text_encoder_2.state_dict())
+        g = _openclip_names(te2.state_dict())
         sd.update({"conditioner.embedders.0.model." + k: v for k, v in g.items()})
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
@@ -315,6 +334,7 @@ class TinySDPaths:
 
 CHECKPOINT_NAMES = {"sd15": "v1-5-pruned-emaonly.safetensors", "sdxl": "sd_xl_base_1.0.safetensors",
                     "sdxl_refiner": "sd_xl_refiner_1.0.safetensors"}
+SD15_FP16_NAME = "v1-5-pruned-emaonly-fp16.safetensors"
 LORA_NAMES = {"sd15": "tiny_sd15_lora.safetensors", "sdxl": "tiny_sdxl_lora.safetensors"}
 
 
@@ -322,7 +342,8 @@ def write_tiny_sd_models(models: Path, seed: int = 0) -> TinySDPaths:
     """Writes the tiny checkpoints and LoRAs into a ComfyUI models folder (``checkpoints/``, ``loras/``).
 
     The checkpoints carry the names of the real releases, so ComfyUI's default graphs run on them
-    unchanged. Existing files are replaced only by identical content.
+    unchanged (SD1.5 also as ``v1-5-pruned-emaonly-fp16.safetensors``, fp16, the name the editor's
+    default graph asks for). Existing files are replaced only by identical content.
     """
     from safetensors.torch import save_file
 
@@ -334,8 +355,12 @@ def write_tiny_sd_models(models: Path, seed: int = 0) -> TinySDPaths:
     for family in FAMILIES:
         tiny = build_tiny_sd(family, seed)
         path = models / "checkpoints" / CHECKPOINT_NAMES[family]
-        save_file(checkpoint_state_dict(tiny), str(path))
+        state = checkpoint_state_dict(tiny)
+        save_file(state, str(path))
         checkpoints[family] = path
+        if family == "sd15":  # the name ComfyUI's default editor graph asks for, in fp16 as released
+            half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            save_file(half, str(models / "checkpoints" / SD15_FP16_NAME))
         if family in LORA_NAMES:
             lpath = models / "loras" / LORA_NAMES[family]
             save_file(kohya_lora_state_dict(tiny, seed=seed), str(lpath))

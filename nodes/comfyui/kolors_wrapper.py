@@ -35,7 +35,7 @@ CATEGORY = "KwaiKolorsWrapper"
 
 
 def _identity(path: Path | None, name: str) -> Hashable:
-    from graphgen_nodes.kolors.handles import file_identity
+    from graphgen.models import file_identity
 
     return file_identity(path) if path is not None else ("missing", name)
 
@@ -49,7 +49,7 @@ def _quietly(find: Any) -> Path | None:
 
 def compute_precision(node: Node, precision: str) -> str:
     """The native precision name to load with: as asked on an accelerator, fp32 on the CPU (with a warning)."""
-    from graphgen_nodes.kolors.devices import resolve_device
+    from graphgen.models.devices import resolve_device
 
     if precision in ("fp16", "bf16") and resolve_device("auto").type == "cpu":
         node.ctx.warn(f"precision {precision} is for GPUs: on the CPU the model runs in fp32, as in ComfyUI")
@@ -92,7 +92,7 @@ def load_chatglm(node: Node, source: Path, precision: str) -> Any:
         return _native(node, KolorsTextEncoderLoader).run(path=str(source), precision=compute_precision(node, precision),
                                                           device="auto", offload="auto", tokenizer_path="")
 
-    from graphgen_nodes.kolors.devices import resolve_device, resolve_dtype
+    from graphgen.models.devices import resolve_device, resolve_dtype
     from graphgen_nodes.kolors.handles import load_shared
     from graphgen_nodes.kolors.loading import load_text_encoder
 
@@ -101,14 +101,13 @@ def load_chatglm(node: Node, source: Path, precision: str) -> Any:
     require_quantization(precision)  # before loading anything
     device = resolve_device("auto")
     dtype = resolve_dtype("auto", device)  # activations: fp16 on a GPU, fp32 on the CPU
-    offload = device.type == "cuda"
 
-    def loader() -> Any:
+    def loader() -> Any:  # quantised on the host; moves to the GPU when first used, and stays while it fits
         model, tokenizer = load_text_encoder(source, dtype, "cpu")
         quantize_text_encoder(model, precision)
-        return model.to("cpu" if offload else device), tokenizer
+        return model, tokenizer
 
-    return load_shared(node.ctx, "text_encoder", source, dtype, device, loader, offload=offload,
+    return load_shared(node.ctx, "text_encoder", source, dtype, device, loader, offload="auto",
                        extra_key=("None", precision))
 
 

@@ -30,7 +30,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["CondEntry", "denoise"]
+__all__ = ["MAX_SEED", "CondEntry", "denoise", "make_generator", "step_kwargs"]
+
+#: Largest accepted seed (torch generators take unsigned 64-bit seeds).
+MAX_SEED = 2**64 - 1
 
 ProgressFn = Callable[[int, int], None]
 
@@ -77,6 +80,25 @@ def _rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     raise ValueError(f"conditioning has {x.shape[0]} rows, the latent batch has {rows}")
 
 
+def make_generator(seed: int) -> torch.Generator:
+    """Returns a CPU generator for a 64-bit seed.
+
+    Args:
+        seed: Integer in ``0 .. 2**64 - 1``; used as torch's generator seed unchanged.
+
+    Returns:
+        A seeded ``torch.Generator`` on the CPU.
+
+    Raises:
+        ValueError: If the seed is not an integer in range.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in 0..{MAX_SEED}, got {seed}")
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
 def _entry_inputs(entries: Sequence[CondEntry], rows: int, device: Any, dtype: Any
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     embeds = torch.cat([_rows(e.embeds, rows) for e in entries]).to(device=device, dtype=dtype)
@@ -87,7 +109,8 @@ def _entry_inputs(entries: Sequence[CondEntry], rows: int, device: Any, dtype: A
     return embeds, added
 
 
-def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
+def step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
+    """The pipeline's ``prepare_extra_step_kwargs``: ``eta=0`` and the generator where accepted."""
     params = set(inspect.signature(scheduler.step).parameters)
     kwargs: dict[str, Any] = {}
     if "eta" in params:
@@ -190,7 +213,7 @@ def denoise(
     if do_cfg and not neg.entries:
         raise ValueError("a negative conditioning is needed when cfg != 1")
     train_steps = int(scheduler.config.num_train_timesteps)
-    extra = _step_kwargs(scheduler, generator)
+    extra = step_kwargs(scheduler, generator)
     n = len(timesteps)
     for i, t in enumerate(timesteps):
         if check_cancelled is not None:

@@ -2,7 +2,9 @@
 
 Paths may be a Kolors root folder (tutorial or diffusers layout), a component folder or a single
 file; relative paths are also looked up under `--models-dir`. Loaded models are shared by every
-node and run of an Engine (see `handles.load_shared`).
+node and run of an Engine through its model store (see `graphgen.models`). Each model lands
+straight on its device when it fits the VRAM budget (least recently used models make room), else
+on the host, from where it moves in (or streams) when used.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from graphgen import Choice, Node, Output, String
+from graphgen import Bool, Choice, Node, Output, String
 from graphgen.context import EngineSettings
+from graphgen.models import OFFLOAD_MODES
 
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -26,19 +29,59 @@ def _device() -> Any:
     return Choice("device", DEVICES, default="auto", description="where the model computes; auto: cuda > mps > cpu")
 
 
+def _component_bytes(source: Any, component: str) -> int:
+    """Upper bound of a component's size, from its files (the whole folder when it is not apart)."""
+    from graphgen.models import weights_on_disk
+
+    return weights_on_disk(source / component if (source / component).is_dir() else source)
+
+
+def _placed(store: Any, device: Any, source: Any, component: str, offload: str = "auto") -> Any:
+    """Where a loader puts a component: the host for offload "on", the device for "off", else the
+    device when it fits the VRAM budget (room made), the host when not (see `ModelStore.place`)."""
+    import torch
+
+    if offload == "on" and device.type != "cpu":
+        return torch.device("cpu")
+    if offload == "off" or device.type == "cpu":
+        return device
+    return store.place(device, _component_bytes(source, component))
+
+
+def _speedups() -> list[Any]:
+    return [Bool("compile", default=False,
+                 description="torch.compile the UNet: the first image compiles (slow), later ones run faster"),
+            Bool("channels_last", default=False,
+                 description="NHWC weights for the UNet's convolutions (faster on NVIDIA tensor cores)")]
+
+
+def _unet_loader(source: Any, dtype: Any, device: Any, store: Any, compile: bool, channels_last: bool) -> Any:
+    from graphgen.models.speedups import apply_speedups
+
+    from .loading import load_unet
+
+    return lambda: apply_speedups(load_unet(source, dtype, _placed(store, device, source, "unet")),
+                                  compile=compile, channels_last=channels_last)
+
+
 class _Loader(Node):
     category = "kolors/loaders"
     subfolders: tuple[str, ...] = ()
 
     @classmethod
     def fingerprint(cls, path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from .handles import file_identity, resolve_model_path
+        from graphgen.models import file_identity, resolve_model_path
 
         return file_identity(resolve_model_path(settings, path, *cls.subfolders))
 
+    def _store(self) -> Any:
+        from graphgen.models import model_store
+
+        return model_store(self.ctx.resources)
+
     def _resolve(self, path: str, precision: str, device: str) -> tuple[Any, Any, Any]:
-        from .devices import resolve_device, resolve_dtype
-        from .handles import resolve_model_path
+        from graphgen.models import resolve_model_path
+        from graphgen.models.devices import resolve_device, resolve_dtype
 
         torch_device = resolve_device(device)
         return resolve_model_path(self.ctx.settings, path, *self.subfolders), resolve_dtype(precision, torch_device), \
@@ -50,16 +93,18 @@ class KolorsUNetLoader(_Loader):
 
     subfolders = ("unet", "diffusers")
     inputs = [String("path", default="models/kolors/Kolors", description="Kolors folder, unet folder or file"),
-              _precision(), _device()]
+              _precision(), _device(), *_speedups()]
     outputs = [Output("KOLORS_UNET", "model")]
 
-    def run(self, path: str, precision: str, device: str) -> Any:
+    def run(self, path: str, precision: str, device: str, compile: bool = False, channels_last: bool = False) -> Any:
+        from graphgen.models.speedups import speedup_key
+
         from .handles import UNetRef, load_shared
-        from .loading import load_unet
 
         source, dtype, torch_device = self._resolve(path, precision, device)
-        handle = load_shared(self.ctx, "unet", source, dtype, torch_device,
-                             lambda: load_unet(source, dtype, torch_device))
+        loader = _unet_loader(source, dtype, torch_device, self._store(), compile, channels_last)
+        handle = load_shared(self.ctx, "unet", source, dtype, torch_device, loader,
+                             extra_key=speedup_key(compile=compile, channels_last=channels_last))
         return UNetRef(handle)
 
 
@@ -69,8 +114,9 @@ class KolorsTextEncoderLoader(_Loader):
     subfolders = ("LLM", "diffusers")
     inputs = [String("path", default="models/kolors/Kolors", description="Kolors folder, text_encoder folder or file"),
               _precision(), _device(),
-              Choice("offload", ["auto", "on", "off"], default="auto",
-                     description="move the encoder off the GPU once prompts are encoded (auto: on for CUDA)"),
+              Choice("offload", list(OFFLOAD_MODES), default="auto",
+                     description="auto: the encoder leaves the GPU only when another model needs the room; "
+                                 "on: right after encoding; off: never"),
               String("tokenizer_path", default="", description="tokenizer folder, for a single-file encoder")]
     outputs = [Output("CHATGLM3MODEL", "chatglm3_model")]
 
@@ -80,13 +126,12 @@ class KolorsTextEncoderLoader(_Loader):
 
         source, dtype, torch_device = self._resolve(path, precision, device)
         tokenizer = resolve_model_path(self.ctx.settings, tokenizer_path, "diffusers") if tokenizer_path else None
-        # Loaded on the CPU; moved to the compute device only while encoding.
-        do_offload = offload == "on" or (offload == "auto" and torch_device.type == "cuda")
-        handle = load_shared(self.ctx, "text_encoder", source, dtype, torch_device,
-                             lambda: load_text_encoder(source, dtype, "cpu" if do_offload else torch_device,
-                                                       tokenizer_path=tokenizer),
-                             offload=do_offload, extra_key=(str(tokenizer),))
-        return handle
+        store = self._store()
+        return load_shared(self.ctx, "text_encoder", source, dtype, torch_device,
+                           lambda: load_text_encoder(source, dtype,
+                                                     _placed(store, torch_device, source, "text_encoder", offload),
+                                                     tokenizer_path=tokenizer),
+                           offload=offload, extra_key=(str(tokenizer),))
 
 
 class KolorsVAELoader(_Loader):
@@ -102,7 +147,9 @@ class KolorsVAELoader(_Loader):
         from .loading import load_vae
 
         source, dtype, torch_device = self._resolve(path, precision, device)
-        return load_shared(self.ctx, "vae", source, dtype, torch_device, lambda: load_vae(source, dtype, torch_device))
+        store = self._store()
+        return load_shared(self.ctx, "vae", source, dtype, torch_device,
+                           lambda: load_vae(source, dtype, _placed(store, torch_device, source, "vae")))
 
 
 class KolorsModelLoader(_Loader):
@@ -110,20 +157,25 @@ class KolorsModelLoader(_Loader):
 
     subfolders = ("diffusers",)
     inputs = [String("path", default="models/kolors/Kolors", description="the Kolors root folder"),
-              _precision(), _device()]
+              _precision(), _device(), *_speedups()]
     outputs = [Output("KOLORS_UNET", "model"), Output("CHATGLM3MODEL", "chatglm3_model"), Output("VAE", "vae")]
 
-    def run(self, path: str, precision: str, device: str) -> Any:
+    def run(self, path: str, precision: str, device: str, compile: bool = False, channels_last: bool = False) -> Any:
+        from graphgen.models.speedups import speedup_key
+
         from .handles import UNetRef, load_shared
-        from .loading import load_text_encoder, load_unet, load_vae
+        from .loading import load_text_encoder, load_vae
 
         source, dtype, torch_device = self._resolve(path, precision, device)
-        offload = torch_device.type == "cuda"
-        unet = load_shared(self.ctx, "unet", source, dtype, torch_device, lambda: load_unet(source, dtype, torch_device))
-        text = load_shared(self.ctx, "text_encoder", source, dtype, torch_device,
-                           lambda: load_text_encoder(source, dtype, "cpu" if offload else torch_device),
-                           offload=offload, extra_key=("None",))
-        vae = load_shared(self.ctx, "vae", source, dtype, torch_device, lambda: load_vae(source, dtype, torch_device))
+        ctx, store = self.ctx, self._store()
+        unet = load_shared(ctx, "unet", source, dtype, torch_device,
+                           _unet_loader(source, dtype, torch_device, store, compile, channels_last),
+                           extra_key=speedup_key(compile=compile, channels_last=channels_last))
+        text = load_shared(ctx, "text_encoder", source, dtype, torch_device,
+                           lambda: load_text_encoder(source, dtype, _placed(store, torch_device, source, "text_encoder")),
+                           extra_key=("None",))
+        vae = load_shared(ctx, "vae", source, dtype, torch_device,
+                          lambda: load_vae(source, dtype, _placed(store, torch_device, source, "vae")))
         return UNetRef(unet), text, vae
 
 

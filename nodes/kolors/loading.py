@@ -11,7 +11,8 @@ Accepted layouts (see ``kolors.md``):
   keys), or a ChatGLM text encoder (``transformer.encoder.layers.N...`` keys).
 
 Weights are read by this module (never by ``from_pretrained``): ``.safetensors`` with safetensors,
-``.bin`` pickles only with ``torch.load(weights_only=True)``. Models are built on the meta device
+``.bin`` pickles only with ``torch.load(weights_only=True)``, straight onto the target device
+(shards in parallel), then cast there. Models are built on the meta device
 and the weights assigned, so no random initialisation is paid for. Nothing is ever downloaded and
 no remote code is run.
 """
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +94,13 @@ class ModelFileError(ValueError):
 # --------------------------------------------------------------------------- reading tensors
 
 
-def load_state_dict_file(path: PathLike) -> dict[str, torch.Tensor]:
-    """Reads one weights file on the CPU.
+def load_state_dict_file(path: PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Reads one weights file onto ``device``.
 
     Args:
         path: A ``.safetensors`` file, or a ``.bin``/``.pt``/``.ckpt`` pickle.
+        device: Where the tensors land. On a GPU, safetensors copies each tensor from the mapped
+            file straight to the device (no host copy of the whole model: the cold-start path).
 
     Returns:
         Tensor name to tensor.
@@ -117,11 +121,11 @@ def load_state_dict_file(path: PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            return load_file(str(path), device=str(device))
         except (SafetensorError, OSError) as exc:
             raise ModelFileError(f"cannot read safetensors file {path}: {exc}", [path], hint="") from exc
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(
@@ -171,7 +175,7 @@ def _weight_candidates(folder: Path, dtype: torch.dtype) -> list[tuple[Path, boo
 
 
 def _load_folder_weights(
-    folder: Path, dtype: torch.dtype, looked: list[Path]
+    folder: Path, dtype: torch.dtype, looked: list[Path], device: torch.device | str = "cpu"
 ) -> dict[str, torch.Tensor] | None:
     """Reads the preferred weights of a component folder, or returns None (recording paths looked at)."""
     for path, is_index in _weight_candidates(folder, dtype):
@@ -180,13 +184,16 @@ def _load_folder_weights(
             continue
         logger.info("reading weights for %s from %s", dtype, path)
         if not is_index:
-            return load_state_dict_file(path)
+            return load_state_dict_file(path, device)
         weight_map = _read_json(path).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise ModelFileError(f"index file {path} has no weight_map", [path], hint="")
         state: dict[str, torch.Tensor] = {}
-        for shard in dict.fromkeys(weight_map.values()):
-            state.update(load_state_dict_file(folder / shard))
+        shards = list(dict.fromkeys(weight_map.values()))
+        # Shards are independent files: read them in parallel (file reads and copies release the GIL).
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(shards)))) as pool:
+            for part in pool.map(lambda shard: load_state_dict_file(folder / shard, device), shards):
+                state.update(part)
         missing = sorted(set(weight_map) - set(state))
         if missing:
             raise ModelFileError(
@@ -265,17 +272,17 @@ def _infer(fn: Any, state: dict[str, torch.Tensor], source: Path, what: str) -> 
 
 
 def _resolve(
-    path: PathLike, names: tuple[str, ...], dtype: torch.dtype, what: str
+    path: PathLike, names: tuple[str, ...], dtype: torch.dtype, what: str, device: torch.device | str = "cpu"
 ) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any] | None]:
     """Returns (source, state dict, config from config.json or None for single files)."""
     p = Path(path).expanduser()
     looked: list[Path] = []
     if p.is_file():
-        return p, load_state_dict_file(p), None
+        return p, load_state_dict_file(p, device), None
     if p.is_dir():
         folder = _find_component(p, names, looked)
         if folder is not None:
-            state = _load_folder_weights(folder, dtype, looked)
+            state = _load_folder_weights(folder, dtype, looked, device)
             if state is not None:
                 return folder, state, _read_json(folder / "config.json")
     else:
@@ -348,7 +355,7 @@ def load_unet(
     Raises:
         ModelFileError: If no weights are found or they do not fit.
     """
-    source, state, cfg = _resolve(path, ("unet",), dtype, "UNet")
+    source, state, cfg = _resolve(path, ("unet",), dtype, "UNet", device)
     state = {k.removeprefix("unet."): v for k, v in state.items()}
     if any(k.startswith(("input_blocks.", "model.diffusion_model.")) for k in state):
         raise ModelFileError(
@@ -423,7 +430,7 @@ def load_vae(
     Raises:
         ModelFileError: If no weights are found or they do not fit.
     """
-    source, state, cfg = _resolve(path, ("vae", "sdxl-vae-fp16-fix"), dtype, "VAE")
+    source, state, cfg = _resolve(path, ("vae", "sdxl-vae-fp16-fix"), dtype, "VAE", device)
     if any(".down.0.block." in k or k.startswith(("first_stage_model.", "vae.")) for k in state):
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
@@ -525,7 +532,7 @@ def load_text_encoder(
     Raises:
         ModelFileError: If weights or tokenizer are not found, or the weights do not fit.
     """
-    source, state, cfg = _resolve(path, ("text_encoder",), dtype, "ChatGLM text encoder")
+    source, state, cfg = _resolve(path, ("text_encoder",), dtype, "ChatGLM text encoder", device)
     state = {k.removeprefix(_CHATGLM_PREFIX): v for k, v in state.items()}
     looked: list[Path] = []
     spm = _find_tokenizer(source, tokenizer_path, looked)

@@ -64,8 +64,17 @@ class SDClip:
 
 
 def load_component(ctx: NodeContext, kind: str, path: Path, dtype: torch.dtype, device: torch.device,
-                   loader: Any, *, offload: bool = False) -> Any:
-    """Loads one model once per engine through the shared model store, keyed by file, kind, dtype, device."""
-    from graphgen_nodes.kolors.handles import load_shared
+                   build: Any, *, share: float = 1.0) -> Any:
+    """Loads one component of a checkpoint once per engine through the engine's model store.
 
-    return load_shared(ctx, kind, path, dtype, device, loader, offload=offload, extra_key=("sd",))
+    Args:
+        kind: ``"<family>/unet"``, ``"<family>/clip_l"``...
+        build: ``build(place)`` returns the module on ``place`` (re-run after an eviction, so it
+            reads the file again: it captures paths, never tensors or modules).
+        share: About which fraction of the file this component is (for the VRAM placement).
+    """
+    from graphgen.models import model_store, weights_on_disk
+
+    store = model_store(ctx.resources)
+    return store.load(family="sd", kind=kind, source=path, device=device, dtype=dtype,
+                      loader=lambda: build(store.place(device, int(weights_on_disk(path) * share))))

@@ -33,7 +33,7 @@ def _find(settings: EngineSettings | None, folders: tuple[str, ...], name: str, 
 
 
 def _identity(settings: EngineSettings | None, folders: tuple[str, ...], name: str, what: str) -> Hashable:
-    from graphgen_nodes.kolors.handles import file_identity
+    from graphgen.models import file_identity
 
     try:
         return file_identity(_find(settings, folders, name, what))
@@ -42,70 +42,109 @@ def _identity(settings: EngineSettings | None, folders: tuple[str, ...], name: s
 
 
 def _device_dtype() -> tuple[Any, Any]:
-    from graphgen_nodes.kolors.devices import resolve_device, resolve_dtype
+    from graphgen.models import resolve_device, resolve_dtype
 
     device = resolve_device("auto")
     return device, resolve_dtype("auto", device)
 
 
 class _CheckpointFile:
-    """Reads a checkpoint at most once per node run, only when a component is not loaded yet."""
+    """Reads a checkpoint at most once per load, only when a component is not in the store yet.
+
+    A component's loader keeps this object (to re-read the file after an eviction), so the tensors
+    are dropped (`release`) once the loader node has what it needs.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._state: dict[str, Any] | None = None
-        self._arch: Any = None
 
-    @property
-    def state(self) -> dict[str, Any]:
+    def component(self, fn: Any, dtype: Any, place: Any) -> Any:
+        from .detect import detect
+        from .loading import read_checkpoint
+
         if self._state is None:
-            from .loading import read_checkpoint
-
             self._state = read_checkpoint(self.path)
-        return self._state
+        return fn(self._state, detect(self._state, str(self.path)), dtype).to(place)
 
-    @property
-    def arch(self) -> Any:
-        if self._arch is None:
-            from .detect import detect
-
-            self._arch = detect(self.state, str(self.path))
-        return self._arch
+    def release(self) -> None:
+        self._state = None
 
 
-def _family_of(path: Path) -> str:
-    """The family without loading tensors: safetensors headers name the keys."""
-    from .detect import detect_family_from_keys
-
-    return detect_family_from_keys(path)
+#: Rough share of a checkpoint file per component, for VRAM placement before reading it.
+_SHARE = {"unet": 0.8, "clip_l": 0.05, "clip_g": 0.2, "vae": 0.04}
 
 
 def load_checkpoint(node: Node, path: Path, want: tuple[str, ...] = ("unet", "clip", "vae")) -> tuple[Any, ...]:
     """MODEL, CLIP and VAE values of a single-file checkpoint (components not in ``want`` are None)."""
     from . import loading
+    from .detect import detect_family_from_keys
     from .handles import SDClip, SDModel, load_component
 
-    ctx = node.ctx
     device, dtype = _device_dtype()
+    family = detect_family_from_keys(path)
     ckpt = _CheckpointFile(path)
-    family = _family_of(path)
 
-    def load(kind: str, fn: Any, offload: bool = False) -> Any:
-        return load_component(ctx, f"{family}/{kind}", path, dtype, device,
-                              lambda: fn(ckpt.state, ckpt.arch, dtype).to(device), offload=offload)
+    def load(kind: str, fn: Any) -> Any:
+        return load_component(node.ctx, f"{family}/{kind}", path, dtype, device,
+                              lambda place: ckpt.component(fn, dtype, place), share=_SHARE[kind])
 
-    model = SDModel(load("unet", loading.load_unet), family) if "unet" in want else None
-    clip = None
-    if "clip" in want:
-        clip_l = load("clip_l", loading.load_clip_l) if family != "sdxl_refiner" else None
-        clip_g = load("clip_g", loading.load_clip_g) if family != "sd15" else None
-        clip = SDClip(family, clip_l, clip_g)
-    vae = load("vae", loading.load_vae) if "vae" in want else None
+    try:
+        model = SDModel(load("unet", loading.load_unet), family) if "unet" in want else None
+        clip = None
+        if "clip" in want:
+            clip_l = load("clip_l", loading.load_clip_l) if family != "sdxl_refiner" else None
+            clip_g = load("clip_g", loading.load_clip_g) if family != "sd15" else None
+            clip = SDClip(family, clip_l, clip_g)
+        vae = load("vae", loading.load_vae) if "vae" in want else None
+    finally:
+        ckpt.release()
     return model, clip, vae
 
 
+_PIPELINE_FAMILIES = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl",
+                      "StableDiffusionXLImg2ImgPipeline": "sdxl"}
+
+
+def load_diffusers_folder(node: Node, path: Path) -> tuple[Any, Any, Any]:
+    """MODEL, CLIP and VAE of a diffusers pipeline folder (``model_index.json``, ``unet/``, ``vae/``...)."""
+    import json
+
+    from .handles import SDClip, SDModel, load_component
+
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is a folder but not a diffusers pipeline (no readable model_index.json: {exc}); "
+                         "give a single-file checkpoint or a diffusers SD1.5/SDXL folder") from None
+    family = _PIPELINE_FAMILIES.get(str(index.get("_class_name")))
+    if family is None:
+        raise ValueError(f"{path} holds a {index.get('_class_name')}, not an SD1.5/SDXL pipeline")
+    if family == "sdxl" and not (path / "text_encoder").is_dir():
+        family = "sdxl_refiner"
+    device, dtype = _device_dtype()
+
+    def load(kind: str, cls_path: str, sub: str) -> Any:
+        module_name, cls_name = cls_path.rsplit(".", 1)
+
+        def build(place: Any) -> Any:
+            import importlib
+
+            cls = getattr(importlib.import_module(module_name), cls_name)
+            return cls.from_pretrained(path / sub, dtype=dtype, local_files_only=True).to(place).eval()
+
+        return load_component(node.ctx, f"{family}/{kind}", path / sub, dtype, device, build)
+
+    model = SDModel(load("unet", "diffusers.UNet2DConditionModel", "unet"), family)
+    clip_l = load("clip_l", "transformers.CLIPTextModel", "text_encoder") if family != "sdxl_refiner" else None
+    clip_g = load("clip_g", "transformers.CLIPTextModelWithProjection", "text_encoder_2") \
+        if family != "sd15" else None
+    return model, SDClip(family, clip_l, clip_g), load("vae", "diffusers.AutoencoderKL", "vae")
+
+
 class CheckpointLoaderSimple(Node):
-    """Load an SD1.5 or SDXL checkpoint (a single .safetensors in the original layout) from `<models>/checkpoints`.
+    """Load an SD1.5 or SDXL checkpoint from `<models>/checkpoints`: a single .safetensors in the original
+    layout, or a diffusers pipeline folder.
 
     The architecture is read from the file's tensor shapes, so fine-tunes and small test
     checkpoints load like the originals; nothing is downloaded.
@@ -122,6 +161,8 @@ class CheckpointLoaderSimple(Node):
 
     def run(self, ckpt_name: str) -> tuple[Any, Any, Any]:
         path = _find(self.ctx.settings, ("checkpoints",), ckpt_name, "checkpoint")
+        if path.is_dir():
+            return load_diffusers_folder(self, path)
         return load_checkpoint(self, path)
 
 

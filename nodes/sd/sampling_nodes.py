@@ -105,7 +105,7 @@ def run_sampler(node: Node, model: Any, positive: Any, negative: Any, latent_ima
     """Runs the denoising loop for KSampler and KSamplerAdvanced; returns the new LATENT."""
     from graphgen_nodes.diffusion.comfy_samplers import make_comfy_scheduler
     from graphgen_nodes.diffusion.denoise import denoise as run_denoise
-    from graphgen_nodes.kolors.sampling import make_generator
+    from graphgen_nodes.diffusion.denoise import make_generator
     from graphgen_nodes.lora.apply import applied_loras
 
     family, scale, base_config = _model_family(model)
