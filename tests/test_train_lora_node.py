@@ -43,6 +43,15 @@ def workflow(tiny_models: Any, dataset: Path, **train: Any) -> dict[str, Any]:
     }}
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Any:
+    """Tiny models run faster single-threaded on a shared 2-core machine (OpenMP spin-waits otherwise)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 @pytest.fixture(scope="module")
 def trained(tiny_models: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     dataset = _dataset(tmp_path_factory.mktemp("red"))
