@@ -95,8 +95,8 @@ def test_kohya_file_with_ss_metadata_published_to_models_loras(trained: Any) -> 
 def test_lora_loader_model_only_finds_it_and_diffusers_loads_it(trained: Any, tiny_models: Any) -> None:
     from diffusers import KolorsPipeline
 
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
     from graphgen_nodes.kolors.loading import load_unet
-    from graphgen_nodes.kolors.schedulers import make_scheduler
 
     result, _, out, models, _ = trained
     engine = Engine(output_dir=out, models_dir=models)
