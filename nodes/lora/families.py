@@ -179,8 +179,7 @@ class SDTrainFamily(TrainFamily):
     ) -> torch.Tensor:
         """Euler with ComfyUI's ``normal`` schedule, one prompt at a time, the same seed for each."""
         from ..diffusion.comfy_samplers import SD_SCHEDULER_CONFIG, make_comfy_scheduler
-        from ..diffusion.denoise import CondEntry, denoise
-        from ..diffusion.denoise import make_generator
+        from ..diffusion.denoise import CondEntry, denoise, make_generator
 
         param = next(unet.parameters())
         ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
