@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "workflows" / "kolors_lora.json"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models run faster single-threaded on a shared 2-core machine (OpenMP spin-waits otherwise)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     from graphgen.testing.demo_data import write_synthetic_dataset
