@@ -269,11 +269,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from graphgen.console import JsonEventWriter, RunView, print_summary
-    from graphgen_nodes.lora.demo import DemoFolderError, run_demo
+    from graphgen.testing.demo import DemoFolderError, run_demo
 
     console = _console()
-    console.print(f"[bold]graphgen demo[/] in {args.dir}: tiny random-weight Kolors, a synthetic dataset, "
-                  "train a LoRA, render with and without it (CPU)")
+    console.print(f"[bold]graphgen demo[/] in {args.dir}: tiny random-weight Kolors, a dataset of red discs, "
+                  "train a LoRA with TrainLoRA, render with and without it (CPU)")
     try:
         if args.json:
             demo = run_demo(args.dir, on_event=JsonEventWriter())
@@ -288,8 +288,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if result.ok:
             console.print(f"  LoRA:        {demo.lora}")
             console.print(f"  loss curve:  {demo.loss_curve}  (log: {demo.loss_log})")
-            for image in demo.images:
-                console.print(f"  image:       {image}")
+            for label, image in zip(("with LoRA", "base model"), demo.images, strict=False):
+                console.print(f"  image ({label}): {image}")
+            for grid in demo.samples:
+                console.print(f"  samples:     {grid}")
+            console.print(f"  distance to the training images (mean |latent difference|; the tiny VAE has random "
+                          f"weights, so its pixels are noise): with LoRA {demo.distance_lora:.3f}, "
+                          f"base model {demo.distance_base:.3f}")
+            console.print(f"  loss: first tenth of the steps {demo.loss_first:.4f}, last tenth {demo.loss_last:.4f}")
             console.print("Run it again: the LoRA is reused (same data and parameters), new images are numbered.")
     return {"success": EXIT_OK, "failed": EXIT_NODE_FAILED, "cancelled": EXIT_CANCELLED}[result.status]
 

@@ -1,13 +1,14 @@
 """graphgen's LoRA trainer vs a plain diffusers + peft loop, side by side in one run.
 
     python benchmarks/lora_train.py                     # tiny Kolors, CPU (about 2 minutes)
+    python benchmarks/lora_train.py --family sdxl       # tiny SDXL (or sd15), CPU
     python benchmarks/lora_train.py --size 128 --steps 20 --gradient-checkpointing
     python benchmarks/lora_train.py --full              # GPU: full-size random-weight Kolors, 1024², rank 16
                                                         # (no CUDA: a quick dry run with the tiny configs)
 
 Three variants train the same LoRA (targets ``to_q``/``to_k``/``to_v``/``to_out.0``, same rank,
 alpha, AdamW, learning rate, epsilon-MSE on Kolors' schedule) on the same model and the same small
-synthetic captioned dataset (``graphgen_nodes.lora.demo_data``: tutorial layout,
+synthetic captioned dataset (``graphgen.testing.demo_data``: tutorial layout,
 ``train/metadata.csv`` with a BOM, square images at twice the training size, so every image is
 resized on its way in):
 
@@ -32,6 +33,11 @@ its LoRA init exactly as graphgen's trainer does (``sha256``-derived generators)
 loss curves should agree step by step: (a) and (b) bit for bit, (c) up to float rounding
 (batched vs one-at-a-time encoding). The benchmark prints the per-variant loss after N steps
 and the largest per-step difference.
+
+``--family sd15|sdxl`` runs the same three variants on the tiny SD1.5/SDXL checkpoints
+(``graphgen.testing.tiny_sd``): CLIP text encoding (both encoders and the pooled output for SDXL,
+as the SD pack's ``CLIPTextEncode``) in place of ChatGLM, the SD schedule, SDXL's size/crop ids as
+graphgen's trainer gives them (original image size, crop, target size). ``--full`` is Kolors only.
 
 ``--full`` (CUDA): full-size Kolors with random weights from the real configs (UNet 2.6 B,
 SDXL VAE, ChatGLM3-6B), fp16 weights, built on the GPU with explicit init (no download), at
@@ -142,6 +148,40 @@ def random_model(part: str, device: Any, tiny_configs: bool) -> Any:
     return model.eval()
 
 
+class _OnDevice:
+    """The least a model handle offers the SD pack's text encoding: ``.use()`` gives the model."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def use(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext(self.model)
+
+
+def sd_parts(family: str) -> tuple[Any, Any, Any]:
+    """Tiny SD1.5/SDXL ``(unet, vae, encode)``; ``encode(captions) -> (embeds [N, 77, D], pooled [N, P])``.
+
+    ``encode`` is the SD pack's CLIP encoding (as ``TrainLoRA`` caches it), one caption at a time.
+    """
+    import torch
+
+    from graphgen.testing.tiny_sd import build_tiny_sd
+    from graphgen_nodes.sd.encode import encode_text
+    from graphgen_nodes.sd.handles import SDClip
+
+    tiny = build_tiny_sd(family)  # type: ignore[arg-type]
+    clip = SDClip(family, clip_l=_OnDevice(tiny.text_encoder) if tiny.text_encoder is not None else None,
+                  clip_g=_OnDevice(tiny.text_encoder_2) if tiny.text_encoder_2 is not None else None)
+
+    def encode(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [encode_text(clip, c)[0] for c in captions]
+        return torch.cat([r[0][:, :77] for r in rows]), torch.cat([r[1]["pooled_output"] for r in rows])
+
+    return tiny.unet, tiny.vae, encode
+
+
 def tiny_tokenizer() -> Any:
     """The tiny SentencePiece ChatGLM tokenizer (its ids are valid for the real vocabulary too)."""
     from diffusers.pipelines.kolors import ChatGLMTokenizer
@@ -214,15 +254,21 @@ def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
         resume=False,
         keep_checkpoint=False,
         reuse_existing=False,
+        family=spec["family"],
     )
     models, tiny_configs = spec["models"], spec["tiny_configs"]
+    sd = spec["family"] != "kolors"
     ids = {"vae": f"bench-vae:{models or 'random'}:{tiny_configs}", "text": f"bench-te:{models or 'random'}"}
 
     # Encoders: only (b) and the cache preparation load them. Each goes onto the device only
     # while it encodes (text first, then images), so the UNet never shares the GPU with them.
     encode_images = encode_text = None
     t0 = time.perf_counter()
-    if variant in ("b", "prep"):
+    if variant in ("b", "prep") and sd:
+        _, sd_vae, sd_encode = sd_parts(spec["family"])
+        encode_text = sd_encode
+        encode_images = vae_encoder(sd_vae, device=device)
+    elif variant in ("b", "prep"):
         if models:
             from graphgen_nodes.kolors.loading import load_text_encoder, load_vae
 
@@ -257,7 +303,7 @@ def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
         encode_images=encode_images,
         encode_text=encode_text,
     )
-    if encode_images is not None:
+    if encode_images is not None and not sd:
         vae.to("cpu")
         text.to("cpu")
     cuda_sync(device)
@@ -271,7 +317,9 @@ def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
         assert data.images_encoded == 0 and data.captions_encoded == 0, "the prepared cache was not hit"
 
     t0 = time.perf_counter()
-    if models:
+    if sd:
+        unet = sd_parts(spec["family"])[0].to(device)
+    elif models:
         from graphgen_nodes.kolors.loading import load_unet
 
         unet = load_unet(models, torch.float32, device)
@@ -288,7 +336,7 @@ def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
         unet,
         data=data,
         base_model_id=f"bench-unet:{models or 'random'}:{tiny_configs}",
-        scheduler=make_scheduler("euler"),
+        scheduler=None if sd else make_scheduler("euler"),
         progress=lambda *_: stamps.append(time.perf_counter()),
     )
     out["train_s"] = time.perf_counter() - t0
@@ -328,7 +376,14 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
     unet: Any
     vae: Any
     text_encoder: Any
-    if spec["models"]:
+    family = spec["family"]
+    sd_encode = None
+    if family != "kolors":
+        from graphgen_nodes.diffusion.comfy_samplers import SD_SCHEDULER_CONFIG
+
+        unet, vae, sd_encode = sd_parts(family)
+        unet, vae, text_encoder, tokenizer = unet.to(device), vae.to(device), torch.nn.Module(), None
+    elif spec["models"]:
         root = Path(spec["models"])
         unet = UNet2DConditionModel.from_pretrained(root / "unet", dtype=torch.float32).to(device)
         vae = AutoencoderKL.from_pretrained(root / "vae", dtype=torch.float32).to(device)
@@ -339,7 +394,8 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
         vae = random_model("vae", device, spec["tiny_configs"])
         unet = random_model("unet", device, spec["tiny_configs"])
         tokenizer = tiny_tokenizer()
-    scheduler = EulerDiscreteScheduler.from_config(KOLORS_SCHEDULER_CONFIG)
+    scheduler = EulerDiscreteScheduler.from_config(KOLORS_SCHEDULER_CONFIG if family == "kolors" else
+                                                   SD_SCHEDULER_CONFIG)
     cuda_sync(device)
     out["load_s"] = time.perf_counter() - t0
 
@@ -395,7 +451,10 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
     unet.train()
     optimizer = torch.optim.AdamW(params, lr=spec["lr"])
     alphas_cumprod = scheduler.alphas_cumprod.float()
-    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=input_dtype, device=device)
+    # Kolors: [H, W, 0, 0, H, W] of the training size (DiffSynth); SDXL: kohya's original image size,
+    # crop (0, 0 for a centre-cropped square), target size, as graphgen's SDXL adapter
+    orig = spec["image_size"] if family == "sdxl" else size
+    time_ids = torch.tensor([[orig, orig, 0, 0, size, size]], dtype=input_dtype, device=device)
 
     losses, stamps, encode_s, nonfinite = [], [], 0.0, 0
     for step in range(spec["steps"]):
@@ -410,12 +469,15 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
             pixels = load_image(path)[None].to(device, vae.dtype)
             x0 = vae.encode(pixels).latent_dist.mean.float().cpu() * vae.config.scaling_factor
             nonfinite += int(not torch.isfinite(x0).all())  # an fp16 VAE may overflow: counted, reported
-            tokens = tokenizer(
-                [caption], padding="max_length", max_length=256, truncation=True, return_tensors="pt"
-            ).to(device)
-            hidden = text_encoder(**tokens, output_hidden_states=True).hidden_states
-            prompt_embeds = hidden[-2].permute(1, 0, 2)  # penultimate layer, [B, 256, H]
-            pooled = hidden[-1][-1]  # last layer, last token, before the final norm
+            if sd_encode is not None:
+                prompt_embeds, pooled = (t.to(device) for t in sd_encode([caption]))
+            else:
+                tokens = tokenizer(
+                    [caption], padding="max_length", max_length=256, truncation=True, return_tensors="pt"
+                ).to(device)
+                hidden = text_encoder(**tokens, output_hidden_states=True).hidden_states
+                prompt_embeds = hidden[-2].permute(1, 0, 2)  # penultimate layer, [B, 256, H]
+                pooled = hidden[-1][-1]  # last layer, last token, before the final norm
         cuda_sync(device)
         encode_s += time.perf_counter() - t_enc  # bookkeeping for the report, not part of the loop
         ab = alphas_cumprod[t]
@@ -423,11 +485,12 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
         with torch.autocast(
             device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
         ):
+            added = {"text_embeds": pooled.to(input_dtype), "time_ids": time_ids}
             pred = unet(
                 noisy.to(device, input_dtype),
                 t.to(device),
                 encoder_hidden_states=prompt_embeds.to(input_dtype),
-                added_cond_kwargs={"text_embeds": pooled.to(input_dtype), "time_ids": time_ids},
+                added_cond_kwargs=added if family != "sd15" else None,
             ).sample
         loss = F.mse_loss(pred.float(), noise.to(device))
         if scaler is not None:
@@ -522,6 +585,8 @@ def main() -> None:
     parser.add_argument(
         "--size", type=int, default=None, help="training size in pixels (default 64; --full 1024)"
     )
+    parser.add_argument("--family", choices=["kolors", "sd15", "sdxl"], default="kolors",
+                        help="model family (sd15/sdxl: the tiny checkpoints, CPU)")
     parser.add_argument("--rank", type=int, default=None, help="LoRA rank (default 16)")
     parser.add_argument("--alpha", type=float, default=4.0, help="LoRA alpha (default 4, the tutorial's)")
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -595,17 +660,21 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     device = "cuda" if full else "cpu"
 
     t0 = time.perf_counter()
-    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+    from graphgen.testing.demo_data import write_synthetic_dataset
 
     image_size = args.image_size or 2 * size
     dataset = write_synthetic_dataset(work / "dataset", count=args.images, size=image_size, seed=args.seed)
     models = None
-    if not args.full:
+    if args.full and args.family != "kolors":
+        raise SystemExit("--full is Kolors only; run --family sd15/sdxl without --full (tiny checkpoints)")
+    if not args.full and args.family == "kolors":
         from graphgen.testing.tiny_kolors import write_tiny_models
 
         models = str(write_tiny_models(work / "tiny").diffusers_root)
     setup_s = time.perf_counter() - t0
     base = {
+        "family": args.family,
+        "image_size": image_size,
         "models": models,
         "tiny_configs": not full,
         "device": device,
@@ -626,6 +695,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
         else "DRY RUN of --full (no CUDA): tiny configs, random weights, CPU"
         if dry
         else "tiny Kolors (graphgen.testing.tiny_kolors), CPU"
+        if args.family == "kolors"
+        else f"tiny {args.family} (graphgen.testing.tiny_sd), CPU"
     )
     load_before = os.getloadavg()
     print(
@@ -711,7 +782,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     print(
         f"cache build: {prep['cache_s']:.2f}s beforehand for (a); median {b['cache']:.2f}s inside (b); "
         f"(c) spends a median {med(x['encode_ms_per_step'] for x in results['c']):.1f} ms per step loading and "
-        f"encoding (VAE + ChatGLM) of its {1000 / c['steady']:.1f} ms"
+        f"encoding (VAE + text encoder) of its {1000 / c['steady']:.1f} ms"
     )
     if full or dry:
         for v, row in rows.items():

@@ -27,6 +27,7 @@ from graphgen.events import (
     NodeCached,
     NodeFailed,
     NodeFinished,
+    NodePreview,
     NodeProgress,
     NodeSkipped,
     NodeStarted,
@@ -146,6 +147,12 @@ class RunView(EventView):
         task = self._steps.pop(node_id, None)
         if task is not None:
             self.progress.remove_task(task)
+
+    def _on_node_preview(self, event: NodePreview) -> None:
+        for item in (event.ui or {}).get("images", []):
+            text = f"{event.message}: " if event.message else ""
+            self.console.print(f"  [cyan]▣[/] {self._label(event.node_id)}: {escape(text)}{escape(str(item.get('path')))}",
+                               soft_wrap=True)
 
     def _on_node_warning(self, event: NodeWarning) -> None:
         self.console.print(f"  [yellow]![/] {self._label(event.node_id)}: {escape(event.message)}", soft_wrap=True)

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graphgen.events import Event, NodeMessage, NodeProgress, NodeWarning
+from graphgen.events import Event, NodeMessage, NodePreview, NodeProgress, NodeWarning
 
 if TYPE_CHECKING:
     from graphgen.resources import ResourceCache
@@ -152,6 +153,17 @@ class NodeContext:
         self._emit(NodeProgress(run_id=self.run_id, node_id=self.node_id, value=value, total=total,
                                 message=message))
         self.check_cancelled()
+
+    def preview(self, path: str | os.PathLike[str], message: str = "") -> None:
+        """Show an image file under the output folder now (live view: its path; server: a preview)."""
+        file = Path(path)
+        try:
+            rel = file.resolve().relative_to(self.output_dir.resolve())
+            item = {"path": str(file), "filename": rel.name, "subfolder": rel.parent.as_posix(), "type": "output"}
+        except ValueError:
+            item = {"path": str(file)}
+        self._emit(NodePreview(run_id=self.run_id, node_id=self.node_id, node_type=self.node_type,
+                               message=message, ui={"images": [item]}))
 
     def warn(self, message: str) -> None:
         """Report something the user should know that does not stop the node."""

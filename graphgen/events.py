@@ -78,6 +78,20 @@ class NodeMessage(Event):
 
 
 @dataclass
+class NodePreview(Event):
+    """An image a running node wants shown now (e.g. a training sample grid), before it finishes.
+
+    `ui` has the shape of a node's UI data: `{"images": [{"path", "filename", "subfolder", "type"}]}`.
+    """
+
+    kind: ClassVar[str] = "node_preview"
+    node_id: str = ""
+    node_type: str = ""
+    message: str = ""
+    ui: dict[str, Any] | None = None
+
+
+@dataclass
 class NodeFinished(Event):
     kind: ClassVar[str] = "node_finished"
     node_id: str = ""

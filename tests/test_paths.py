@@ -94,7 +94,7 @@ def test_model_lora_and_vae_inputs_are_confined(folders, tiny_models):
 
 
 def test_a_dataset_outside_the_folders_or_listing_images_outside_them_is_refused(folders, tiny_models):
-    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+    from graphgen.testing.demo_data import write_synthetic_dataset
 
     data = write_synthetic_dataset(folders / "in" / "data", count=2, size=64)
     metadata = data / "train" / "metadata.csv"

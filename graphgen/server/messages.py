@@ -21,6 +21,7 @@ from graphgen.events import (
     NodeFailed,
     NodeFinished,
     NodeMessage,
+    NodePreview,
     NodeProgress,
     NodeStarted,
     RunStarted,
@@ -104,6 +105,10 @@ class RunMessages:
         elif isinstance(event, NodeProgress):
             total = event.total if event.total else max(event.value, 1)
             self.message("progress", {"value": event.value, "max": total, "prompt_id": pid, "node": event.node_id})
+        elif isinstance(event, NodePreview) and event.ui:
+            # shown on the node while it still runs (ComfyUI's editor shows "executed" images)
+            self.message("executed", {"node": event.node_id, "display_node": event.node_id,
+                                      "output": client_ui(event.ui), "prompt_id": pid})
         elif isinstance(event, NodeFinished):
             self.job.executed.append(event.node_id)
             if event.ui:

@@ -101,21 +101,85 @@ def write_lora_file(
     *,
     alpha: float,
     metadata: Mapping[str, str],
+    layout: str = "diffusers",
 ) -> Path:
-    """Writes the final LoRA in the ``"diffusers"`` layout through ``convert.write_lora`` (atomic).
+    """Writes the final LoRA through ``convert.write_lora`` (atomic).
 
     Args:
         path: The ``.safetensors`` target (replaced if it exists).
         lora: ``{module: (A, B)}``.
         alpha: LoRA alpha (peft scale = alpha / rank).
-        metadata: Extra string metadata (the ``graphgen.*`` keys).
+        metadata: Extra string metadata (the ``graphgen.*`` and ``ss_*`` keys).
+        layout: ``"diffusers"`` (what ``load_lora_weights`` reads natively), ``"kohya"`` (LDM
+            names with ``.alpha``, as kohya writes SDXL) or ``"kohya_diffusers"`` (as kohya
+            writes SD1.5).
 
     Returns:
         The written path.
     """
-    return write_lora(
-        lora_weights(lora, alpha), path, to="diffusers", overwrite=True, metadata=dict(metadata)
-    )
+    return write_lora(lora_weights(lora, alpha), path, to=layout, overwrite=True, metadata=dict(metadata))
+
+
+def kohya_metadata(config: Any, data: Any, family: Any, steps: int) -> dict[str, str]:
+    """The ``ss_*`` metadata kohya sd-scripts writes, which kohya-aware tools read.
+
+    Args:
+        config: The :class:`~.train_config.TrainConfig`.
+        data: The :class:`~.latent_cache.CachedData` trained on.
+        family: The :class:`~.families.TrainFamily`.
+        steps: Steps trained.
+
+    Returns:
+        String metadata (JSON for the structured keys, as kohya).
+    """
+    import json
+    from collections import Counter
+
+    tags: Counter[str] = Counter(t.strip() for it in data.items for t in it.caption.split(",") if t.strip())
+    dirs: Counter[str] = Counter(it.file_name.rpartition("/")[0] or "." for it in data.items)
+    repeats = {it.file_name.rpartition("/")[0] or ".": it.repeats for it in data.items}
+    buckets: Counter[str] = Counter(f"{it.target_size[1]}x{it.target_size[0]}" for it in data.items)
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(config.lora_rank),
+        "ss_network_alpha": f"{float(config.lora_alpha):g}",
+        "ss_network_dropout": f"{config.network_dropout:g}",
+        "ss_base_model_version": family.ss_base_model_version,
+        "ss_v2": "False",
+        "ss_output_name": config.output_name,
+        "ss_learning_rate": f"{config.learning_rate:g}",
+        "ss_unet_lr": f"{config.learning_rate:g}",
+        "ss_text_encoder_lr": "0",
+        "ss_network_train_unet_only": "True",
+        "ss_lr_scheduler": config.lr_scheduler,
+        "ss_lr_warmup_steps": str(config.lr_warmup_steps),
+        "ss_optimizer": "torch.optim.AdamW" if config.optimizer == "AdamW" else "bitsandbytes.optim.AdamW8bit",
+        "ss_max_train_steps": str(steps),
+        "ss_steps": str(steps),
+        "ss_epoch": str(config.max_epochs),
+        "ss_batch_size_per_device": str(config.batch_size),
+        "ss_gradient_accumulation_steps": str(config.gradient_accumulation_steps),
+        "ss_mixed_precision": {"32": "no", "16-mixed": "fp16", "bf16-mixed": "bf16"}[config.precision],
+        "ss_gradient_checkpointing": str(bool(config.use_gradient_checkpointing)),
+        "ss_seed": str(config.seed),
+        "ss_noise_offset": f"{config.noise_offset:g}",
+        "ss_min_snr_gamma": f"{config.min_snr_gamma:g}",
+        "ss_resolution": f"({config.width}, {config.height})",
+        "ss_enable_bucket": str(bool(config.enable_bucket)),
+        "ss_min_bucket_reso": str(config.min_bucket_reso),
+        "ss_max_bucket_reso": str(config.max_bucket_reso),
+        "ss_bucket_info": json.dumps({"buckets": dict(buckets)}),
+        "ss_num_train_images": str(sum(it.repeats for it in data.items)),
+        "ss_caption_dropout_rate": f"{config.caption_dropout_rate:g}",
+        "ss_shuffle_caption": str(bool(config.shuffle_caption)),
+        "ss_keep_tokens": str(config.keep_tokens),
+        "ss_flip_aug": str(bool(config.random_flip)),
+        "ss_random_crop": str(not config.center_crop),
+        "ss_dataset_dirs": json.dumps({d: {"n_repeats": repeats[d], "img_count": n} for d, n in dirs.items()}),
+        "ss_tag_frequency": json.dumps({d: dict(tags) for d in list(dirs)[:1]}, ensure_ascii=False),
+        "ss_training_comment": "trained by graphgen",
+    }
+    return meta
 
 
 def read_lora_metadata(path: Path) -> dict[str, str] | None:

@@ -6,8 +6,14 @@ Three layouts are read (the first one found wins, in this order):
    or ``<path>/metadata.csv``: columns ``file_name,text``, UTF-8 with or without a BOM.
 2. ``<path>/train/metadata.jsonl`` or ``<path>/metadata.jsonl``: one
    ``{"file_name": ..., "text": ...}`` object per line.
-3. An image folder (``<path>/train`` if it exists, else ``<path>``): every image with a
+3. kohya sd-scripts' folders: subfolders named ``<repeats>_<name>`` (``10_cat/`` = every image
+   in it counts 10 times per epoch), each image with a same-name caption file
+   (``caption_extension``, default ``.txt``; kohya's ``.caption`` works too).
+4. An image folder (``<path>/train`` if it exists, else ``<path>``): every image with a
    same-name ``.txt`` caption next to it (``cat.png`` + ``cat.txt``).
+
+Metadata and caption files are UTF-8 (with or without a BOM); another encoding is refused with
+a line naming the file and how to re-save it.
 
 ``file_name`` is relative to the metadata file's folder. Problems with single items (a missing
 image, an empty caption, an unreadable or too small image) raise :class:`DatasetError` with
@@ -28,7 +34,7 @@ import io
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,8 +61,10 @@ __all__ = [
     "file_digest",
     "load_dataset",
     "load_rgb",
+    "kohya_repeats",
     "preprocess_image",
     "random_crop_box",
+    "read_text",
 ]
 
 #: File suffixes treated as images in the image-folder layout.
@@ -103,6 +111,7 @@ class DatasetItem:
         file_name: The name as written in the metadata (relative to ``LoraDataset.root``).
         size: Image size in pixels as ``(width, height)``.
         digest: SHA-256 of the image file's bytes.
+        repeats: Times the item counts per epoch (kohya's ``<repeats>_<name>`` folders; else 1).
     """
 
     image_path: Path
@@ -110,6 +119,7 @@ class DatasetItem:
     file_name: str
     size: tuple[int, int]
     digest: str
+    repeats: int = 1
 
 
 @dataclass
@@ -118,7 +128,7 @@ class LoraDataset:
 
     Attributes:
         root: Folder the ``file_name`` entries are relative to.
-        layout: ``"csv"``, ``"jsonl"`` or ``"folder"``.
+        layout: ``"csv"``, ``"jsonl"``, ``"kohya"`` or ``"folder"``.
         items: The usable items, in metadata order.
         warnings: One line per skipped item or other oddity.
     """
@@ -147,6 +157,8 @@ class LoraDataset:
         h.update(json.dumps(asdict(params), sort_keys=True).encode())
         for item in self.items:
             row = [item.file_name, item.digest, list(item.size), item.caption]
+            if item.repeats != 1:  # kept out otherwise, so fingerprints of older datasets hold
+                row.append(item.repeats)
             h.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
         return h.hexdigest()
 
@@ -222,9 +234,12 @@ def dataset_files(path: str | Path) -> tuple[str, Path, list[tuple[str, Path]]]:
         DatasetError, OSError, UnicodeDecodeError, csv.Error: the folder or its metadata cannot be read.
     """
     layout, meta, root = _find_metadata(Path(path).expanduser().resolve())
-    if layout == "folder":
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt"))
-        return layout, meta, [(p.name, p) for p in files]
+    if layout in ("folder", "kohya"):
+        # every image and caption file (kohya: in each `<repeats>_<name>/` folder, whose name counts too)
+        folders = [root] if layout == "folder" else _kohya_folders(root)
+        files = sorted(p for folder in folders for p in folder.iterdir()
+                       if p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt", ".caption"))
+        return layout, meta, [(str(p.relative_to(root)), p) for p in files]
     rows = {"csv": _read_csv, "jsonl": _read_jsonl}[layout](meta)
     return layout, meta, [(name, root / name) for _, name, _ in rows if name]
 
@@ -255,8 +270,25 @@ def load_rgb(path: Path) -> Image.Image:
         ) from exc
 
 
+def read_text(path: Path) -> str:
+    """A metadata or caption file's text: UTF-8, with or without a BOM.
+
+    Raises:
+        DatasetError: Naming the file, the first bad byte and how to re-save it as UTF-8.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        guess = "latin-1/cp1252" if all(b < 0x80 or 0xA0 <= b for b in data) else "a legacy code page"
+        raise DatasetError(
+            f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}; it looks like {guess}): "
+            "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 old.csv > metadata.csv"
+        ) from None
+
+
 def _read_csv(meta: Path) -> list[tuple[int, str, str]]:
-    text = meta.read_bytes().decode("utf-8-sig")
+    text = read_text(meta)
     reader = csv.DictReader(io.StringIO(text))
     fields = [f.strip() for f in (reader.fieldnames or [])]
     if "file_name" not in fields or "text" not in fields:
@@ -273,7 +305,7 @@ def _read_csv(meta: Path) -> list[tuple[int, str, str]]:
 
 def _read_jsonl(meta: Path) -> list[tuple[int, str, str]]:
     rows = []
-    for lineno, line in enumerate(meta.read_bytes().decode("utf-8-sig").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(meta).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -286,17 +318,35 @@ def _read_jsonl(meta: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
-def _read_folder(folder: Path) -> list[tuple[int, str, str]]:
+def _read_folder(folder: Path, caption_extension: str = ".txt", prefix: str = "") -> list[tuple[int, str, str]]:
     rows = []
     images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     for img in images:
-        txt = img.with_suffix(".txt")
-        caption = txt.read_bytes().decode("utf-8-sig") if txt.is_file() else ""
-        rows.append((0, img.name, caption))
+        txt = img.with_suffix(caption_extension)
+        caption = read_text(txt) if txt.is_file() else ""
+        rows.append((0, prefix + img.name, caption))
     return rows
 
 
-def _find_metadata(path: Path) -> tuple[str, Path, Path]:
+def kohya_repeats(folder: Path) -> int | None:
+    """The repeat count of a kohya ``<repeats>_<name>`` folder, or ``None`` for another name."""
+    head, sep, _ = folder.name.partition("_")
+    return int(head) if sep and head.isdigit() and int(head) > 0 else None
+
+
+def _kohya_folders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and kohya_repeats(p) is not None)
+
+
+def _read_kohya(root: Path, caption_extension: str) -> list[tuple[int, str, str, int]]:
+    rows = []
+    for sub in _kohya_folders(root):
+        repeats = kohya_repeats(sub) or 1
+        rows += [(n, f, c, repeats) for n, f, c in _read_folder(sub, caption_extension, prefix=f"{sub.name}/")]
+    return rows
+
+
+def _find_metadata(path: Path, caption_extension: str = ".txt") -> tuple[str, Path, Path]:
     """Returns ``(layout, metadata file or folder, root)``."""
     if not path.is_dir():
         raise DatasetError(
@@ -307,13 +357,18 @@ def _find_metadata(path: Path) -> tuple[str, Path, Path]:
             if (folder / name).is_file():
                 return layout, folder / name, folder
     for folder in (path / "train", path):
+        if folder.is_dir() and _kohya_folders(folder):
+            return "kohya", folder, folder
+    for folder in (path / "train", path):
         if folder.is_dir() and any(
-            p.suffix.lower() in IMAGE_SUFFIXES and p.with_suffix(".txt").is_file() for p in folder.iterdir()
+            p.suffix.lower() in IMAGE_SUFFIXES and p.with_suffix(caption_extension).is_file()
+            for p in folder.iterdir()
         ):
             return "folder", folder, folder
     raise DatasetError(
         f"no metadata in {path}: add train/metadata.csv (columns file_name,text), metadata.jsonl, "
-        "or images with same-name .txt captions"
+        f"kohya folders like 10_name/ with images and same-name {caption_extension} captions, "
+        f"or images with same-name {caption_extension} captions"
     )
 
 
@@ -322,6 +377,7 @@ def load_dataset(
     *,
     on_bad_item: OnBadItem = "error",
     min_side: int = 64,
+    caption_extension: str = ".txt",
 ) -> LoraDataset:
     """Reads and validates a dataset folder.
 
@@ -333,6 +389,7 @@ def load_dataset(
             warning in ``LoraDataset.warnings``.
         min_side: Images whose shorter side is below this many pixels are bad items. Larger
             images smaller than the training size are upscaled.
+        caption_extension: Suffix of caption files in the folder layouts (``.txt``, ``.caption``).
 
     Returns:
         The dataset.
@@ -343,16 +400,23 @@ def load_dataset(
     """
     if on_bad_item not in ("skip", "error"):
         raise DatasetError(f'on_bad_item must be "skip" or "error", not {on_bad_item!r}')
+    if not caption_extension.startswith(".") or len(caption_extension) < 2:
+        raise DatasetError(f"caption_extension must look like .txt or .caption (got {caption_extension!r})")
     root_path = Path(path).expanduser().resolve()
-    layout, meta, root = _find_metadata(root_path)
-    reader = {"csv": _read_csv, "jsonl": _read_jsonl, "folder": _read_folder}[layout]
-    rows = reader(meta)
+    layout, meta, root = _find_metadata(root_path, caption_extension)
+    if layout == "kohya":
+        rows = _read_kohya(meta, caption_extension)
+    elif layout == "folder":
+        rows = [(*r, 1) for r in _read_folder(meta, caption_extension)]
+    else:
+        rows = [(*r, 1) for r in (_read_csv if layout == "csv" else _read_jsonl)(meta)]
     warnings: list[str] = []
     items: list[DatasetItem] = []
-    for lineno, file_name, caption in rows:
+    for lineno, file_name, caption, repeats in rows:
         where = f"{meta}:{lineno}" if lineno else str(root / file_name)
         try:
-            items.append(_check_item(root, file_name, caption, where, layout, min_side))
+            item = _check_item(root, file_name, caption, where, layout, min_side, caption_extension)
+            items.append(item if repeats == 1 else replace(item, repeats=repeats))
         except DatasetError as exc:
             if on_bad_item == "error":
                 raise
@@ -365,15 +429,15 @@ def load_dataset(
 
 
 def _check_item(
-    root: Path, file_name: str, caption: str, where: str, layout: str, min_side: int
+    root: Path, file_name: str, caption: str, where: str, layout: str, min_side: int, caption_extension: str
 ) -> DatasetItem:
     if not file_name:
         raise DatasetError(f"{where}: empty file_name: fill it in or delete the row")
     caption = caption.strip()
     if not caption:
         fix = (
-            f"write a caption into {Path(file_name).with_suffix('.txt')}"
-            if layout == "folder"
+            f"write a caption into {Path(file_name).with_suffix(caption_extension)}"
+            if layout in ("folder", "kohya")
             else "fill in its text"
         )
         raise DatasetError(f"{where}: empty caption for {file_name}: {fix}")

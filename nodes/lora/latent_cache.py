@@ -25,10 +25,16 @@ each item stores ``V`` *variants*, each encoded from its own pixels:
   ``4·H/8·W/8`` floats of disk).
 
 The trainer picks a variant uniformly per sample, from its own seeded generator.
+
+Buckets and captions. With aspect-ratio bucketing (``CacheSpec.buckets``) each image is
+preprocessed at its bucket's size (:mod:`.buckets`), so items' latents differ in shape; the
+trainer batches within a bucket. With caption shuffling or dropout (``CacheSpec.captions``)
+every caption variant and the empty caption are encoded once (:mod:`.captions`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -44,6 +50,8 @@ from graphgen.files import atomic_write_via_path
 
 from ..diffusion.vae_ops import check_encode_fits
 from ..kolors.encode import encode_prompts
+from .buckets import BucketSpec, assign_bucket, bucket_report, bucket_sizes
+from .captions import CaptionOptions, caption_variants
 from .dataset import (
     DatasetItem,
     LoraDataset,
@@ -91,7 +99,9 @@ class CacheSpec:
         vae_id: Identity string of the VAE (e.g. a path plus file hash); a change re-encodes.
         text_encoder_id: Identity string of the text encoder and tokenizer.
         crops_per_image: Crop positions stored per image when ``params.center_crop`` is False.
-        crop_seed: Seed for those crop positions.
+        crop_seed: Seed for those crop positions (and for caption shuffles).
+        buckets: Aspect-ratio bucketing; ``None`` trains every image at ``params``' size.
+        captions: Caption shuffling/dropout (which caption variants are encoded).
     """
 
     params: PreprocessParams
@@ -99,6 +109,24 @@ class CacheSpec:
     text_encoder_id: str
     crops_per_image: int = 4
     crop_seed: int = 0
+    buckets: BucketSpec | None = None
+    captions: CaptionOptions = CaptionOptions()
+
+    def item_params(self, item: DatasetItem) -> PreprocessParams:
+        """The preprocessing of one item: its bucket's size with bucketing, else ``params``."""
+        if self.buckets is None:
+            return self.params
+        w, h = assign_bucket(item.size, _sizes(self.buckets))
+        return PreprocessParams(h, w, self.params.center_crop, self.params.random_flip)
+
+
+_SIZES: dict[BucketSpec, list[tuple[int, int]]] = {}
+
+
+def _sizes(spec: BucketSpec) -> list[tuple[int, int]]:
+    if spec not in _SIZES:
+        _SIZES[spec] = bucket_sizes(spec)
+    return _SIZES[spec]
 
 
 @dataclass(frozen=True)
@@ -120,6 +148,10 @@ class CachedItem:
         pooled: ``[D]``.
         caption: The caption.
         file_name: The item's file name in the dataset.
+        original_size: The image's size ``(height, width)`` before preprocessing.
+        crops: Per variant, the crop ``(top, left)`` in resized pixels.
+        repeats: Sampling weight (kohya repeats).
+        text_variants: Extra ``(prompt_embeds, pooled)`` of shuffled captions (may be empty).
     """
 
     latents: torch.Tensor
@@ -127,6 +159,15 @@ class CachedItem:
     pooled: torch.Tensor
     caption: str
     file_name: str
+    original_size: tuple[int, int] = (0, 0)
+    crops: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    repeats: int = 1
+    text_variants: list[tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+
+    @property
+    def target_size(self) -> tuple[int, int]:
+        """The training size ``(height, width)`` in pixels (the bucket's, with bucketing)."""
+        return int(self.latents.shape[-2]) * 8, int(self.latents.shape[-1]) * 8
 
 
 @dataclass
@@ -140,6 +181,8 @@ class CachedData:
         spec: The spec used.
         images_encoded: VAE batches run by this build (0 on a full hit).
         captions_encoded: Captions encoded by this build (0 on a full hit).
+        empty_text: ``(prompt_embeds, pooled)`` of the empty caption, for caption dropout.
+        report: Bucket report lines (empty without bucketing).
     """
 
     items: list[CachedItem]
@@ -148,6 +191,8 @@ class CachedData:
     spec: CacheSpec
     images_encoded: int = 0
     captions_encoded: int = 0
+    empty_text: tuple[torch.Tensor, torch.Tensor] | None = None
+    report: list[str] = dataclasses.field(default_factory=list)
 
 
 def _sha(obj: Any) -> str:
@@ -164,7 +209,7 @@ def item_variants(item: DatasetItem, spec: CacheSpec) -> list[Variant]:
     Returns:
         The variants, deterministic in ``(spec, item.digest, item.size)``.
     """
-    p = spec.params
+    p = spec.item_params(item)
     if p.center_crop:
         crops = [center_crop_box(item.size, p)]
     else:
@@ -187,16 +232,20 @@ def data_fingerprint(dataset: LoraDataset, spec: CacheSpec) -> str:
         A hex SHA-256 digest.
     """
     crops = spec.crops_per_image if not spec.params.center_crop else 0
-    return _sha(
-        {
-            "version": CACHE_VERSION,
-            "dataset": dataset.fingerprint(spec.params),
-            "vae": spec.vae_id,
-            "text_encoder": spec.text_encoder_id,
-            "crops": crops,
-            "crop_seed": spec.crop_seed if crops else 0,
-        }
-    )
+    blob: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "dataset": dataset.fingerprint(spec.params),
+        "vae": spec.vae_id,
+        "text_encoder": spec.text_encoder_id,
+        "crops": crops,
+        "crop_seed": spec.crop_seed if crops else 0,
+    }
+    # Only present when used, so fingerprints of runs without them stay what they were.
+    if spec.buckets is not None:
+        blob["buckets"] = asdict(spec.buckets)
+    if spec.captions != CaptionOptions():
+        blob["captions"] = asdict(spec.captions)
+    return _sha(blob)
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -239,9 +288,12 @@ def build_cache(
         CacheError: If an entry is missing and the matching encoder is ``None``.
     """
     root = Path(cache_dir)
-    p = spec.params
-    # ---- text: one entry per distinct caption
-    captions = list(dict.fromkeys(item.caption for item in dataset.items))
+    # ---- text: one entry per distinct caption (and shuffled variant, and the empty caption)
+    per_item = {item.caption: caption_variants(item.caption, spec.captions, spec.crop_seed) for item in dataset.items}
+    wanted = [c for variants in per_item.values() for c in variants]
+    if spec.captions.caption_dropout_rate > 0:
+        wanted.append("")
+    captions = list(dict.fromkeys(wanted))
     text_key = {c: _sha(["text", CACHE_VERSION, spec.text_encoder_id, c]) for c in captions}
     text: dict[str, dict[str, torch.Tensor]] = {}
     missing = []
@@ -263,9 +315,12 @@ def build_cache(
             text[c] = entry
     # ---- latents: one entry per image (all its variants)
     latents: list[torch.Tensor] = []
+    all_variants: list[list[Variant]] = []
     images_encoded = 0
     for item in dataset.items:
+        p = spec.item_params(item)
         variants = item_variants(item, spec)
+        all_variants.append(variants)
         key = _sha(
             ["latents", CACHE_VERSION, spec.vae_id, item.digest, asdict(p), [asdict(v) for v in variants]]
         )
@@ -297,16 +352,28 @@ def build_cache(
             pooled=text[item.caption]["pooled"],
             caption=item.caption,
             file_name=item.file_name,
+            original_size=(item.size[1], item.size[0]),
+            crops=[(v.top, v.left) for v in variants],
+            repeats=item.repeats,
+            text_variants=[(text[c]["prompt_embeds"], text[c]["pooled"]) for c in per_item[item.caption][1:]],
         )
-        for item, lat in zip(dataset.items, latents, strict=True)
+        for item, lat, variants in zip(dataset.items, latents, all_variants, strict=True)
     ]
+    empty = text.get("") if spec.captions.caption_dropout_rate > 0 else None
+    report = []
+    if spec.buckets is not None:
+        report = bucket_report(
+            ((spec.item_params(item).width, spec.item_params(item).height), item.repeats) for item in dataset.items
+        )
     return CachedData(
         items=items,
         fingerprint=data_fingerprint(dataset, spec),
-        dataset_fingerprint=dataset.fingerprint(p),
+        dataset_fingerprint=dataset.fingerprint(spec.params),
         spec=spec,
         images_encoded=images_encoded,
         captions_encoded=len(missing),
+        empty_text=(empty["prompt_embeds"], empty["pooled"]) if empty is not None else None,
+        report=report,
     )
 
 

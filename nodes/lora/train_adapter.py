@@ -39,6 +39,7 @@ class TrainableLora:
         alpha: float,
         target_modules: list[str],
         init_generator: torch.Generator,
+        dropout: float = 0.0,
     ) -> None:
         """Builds the copy and initialises the LoRA as peft does, from ``init_generator``.
 
@@ -51,6 +52,7 @@ class TrainableLora:
             alpha: LoRA alpha (scale alpha / rank).
             target_modules: peft target module names.
             init_generator: CPU generator for ``lora_A`` (in path order).
+            dropout: peft ``lora_dropout`` (on the LoRA path's input; active in ``train()`` mode).
 
         Raises:
             TrainError: If the UNet already carries peft layers, or has no target module.
@@ -65,13 +67,19 @@ class TrainableLora:
             )
         shared = {id(t): t for t in [*unet.parameters(), *unet.buffers()]}
         self.model: torch.nn.Module = copy.deepcopy(unet, shared)
+        # Linear layers only (SD1.5's proj_in/proj_out are 1x1 convolutions, which kohya's plain
+        # LoRA leaves out too), named in full so peft wraps exactly these.
+        names = [name for name, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)
+                 and any(name == t or name.endswith("." + t) for t in target_modules)]
+        if not names:
+            raise TrainError(f"no {'/'.join(target_modules)} layers found: is this a UNet of the chosen family?")
         config = LoraConfig(
-            r=rank, lora_alpha=alpha, target_modules=target_modules, lora_dropout=0.0, init_lora_weights=True
+            r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=dropout, init_lora_weights=True
         )
         inject_adapter_in_model(config, self.model, adapter_name=ADAPTER_NAME)
         found = {name: m for name, m in self.model.named_modules() if isinstance(m, LoraLayer)}
         if not found:
-            raise TrainError(f"no {'/'.join(target_modules)} layers found: is this a Kolors/SDXL UNet?")
+            raise TrainError(f"no {'/'.join(target_modules)} layers found: is this a UNet of the chosen family?")
         self.layers: dict[str, Any] = dict(sorted(found.items()))
         with torch.no_grad():
             for layer in self.layers.values():

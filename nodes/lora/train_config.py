@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .buckets import BucketSpec
+from .captions import CaptionOptions
 from .checkpoint import read_lora_metadata
 from .dataset import OnBadItem, PreprocessParams, load_dataset
+from .families import ATTENTION_MODULES, FAMILIES, NETWORK_MODULES
 from .latent_cache import CachedData, CacheSpec, ImageEncoder, TextEncoder, build_cache
+from .optim import LR_SCHEDULERS, check_optimizer
 
 __all__ = [
     "PRECISIONS",
@@ -34,7 +38,7 @@ __all__ = [
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 #: peft target modules: every attention's query, key, value and output projections.
-TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+TARGET_MODULES = ATTENTION_MODULES
 
 
 class TrainError(RuntimeError):
@@ -84,6 +88,32 @@ class TrainConfig:
         keep_checkpoint: Keep the checkpoint after the LoRA is written (default: delete it).
         reuse_existing: Return an existing output whose metadata matches instead of retraining.
         weight_decay: AdamW weight decay (torch's default, as the tutorial).
+        family: Model family (:mod:`.families`): ``kolors``, ``sdxl``, ``sd15``.
+        caption_extension: Caption file suffix in the folder layouts (kohya's ``caption_extension``).
+        shuffle_caption: Shuffle comma-separated tags (:mod:`.captions`).
+        keep_tokens: Leading tags kept in place when shuffling.
+        caption_dropout_rate: Probability of training a sample with the empty caption.
+        enable_bucket: Aspect-ratio bucketing (:mod:`.buckets`); ``height``·``width`` is the
+            largest bucket area.
+        min_bucket_reso: Smallest bucket side.
+        max_bucket_reso: Largest bucket side.
+        bucket_reso_steps: Bucket sides are multiples of this.
+        lr_scheduler: ``constant``, ``constant_with_warmup``, ``linear``, ``cosine``.
+        lr_warmup_steps: Warm-up optimiser steps.
+        noise_offset: kohya's noise offset (0: off; 0.05-0.1 typical).
+        min_snr_gamma: min-SNR-γ loss weighting (0: off; 5 typical).
+        gradient_accumulation_steps: Micro-batches per optimiser step.
+        network_dropout: Dropout on the LoRA path (peft's ``lora_dropout``, on the LoRA input).
+        optimizer: ``AdamW`` or ``AdamW8bit`` (bitsandbytes on CUDA).
+        sample_every_n_steps: Render the sample prompts every N steps and at the end (0: off).
+        sample_prompts: Sample prompts, one per line.
+        sample_steps: Sampling steps of the sample images.
+        sample_cfg: Guidance scale of the sample images.
+        sample_seed: Noise seed of the sample images (the same at every checkpoint).
+        network_modules: ``"attention"`` (q/k/v/out of every attention, the tutorial's) or
+            ``"transformer"`` (kohya's default: also the feed-forward and proj_in/proj_out Linears).
+        save_format: ``"diffusers"`` (``load_lora_weights``' own layout) or ``"kohya"`` (the
+            family's kohya naming with ``.alpha`` and ``ss_*`` metadata, for kohya-aware tools).
     """
 
     lora_rank: int = 16
@@ -107,6 +137,29 @@ class TrainConfig:
     keep_checkpoint: bool = False
     reuse_existing: bool = True
     weight_decay: float = 0.01
+    family: str = "kolors"
+    caption_extension: str = ".txt"
+    shuffle_caption: bool = False
+    keep_tokens: int = 0
+    caption_dropout_rate: float = 0.0
+    enable_bucket: bool = False
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 1024
+    bucket_reso_steps: int = 64
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    noise_offset: float = 0.0
+    min_snr_gamma: float = 0.0
+    gradient_accumulation_steps: int = 1
+    network_dropout: float = 0.0
+    optimizer: str = "AdamW"
+    sample_every_n_steps: int = 0
+    sample_prompts: str = ""
+    sample_steps: int = 20
+    sample_cfg: float = 5.0
+    sample_seed: int = 0
+    save_format: str = "diffusers"
+    network_modules: str = "attention"
 
     @property
     def total_steps(self) -> int:
@@ -117,6 +170,27 @@ class TrainConfig:
         """The dataset preprocessing these settings ask for."""
         return PreprocessParams(self.height, self.width, self.center_crop, self.random_flip)
 
+    def buckets(self) -> BucketSpec | None:
+        """The bucket settings (``None`` without ``enable_bucket``)."""
+        if not self.enable_bucket:
+            return None
+        resolution = int((self.height * self.width) ** 0.5) // 8 * 8
+        return BucketSpec(resolution, self.min_bucket_reso, self.max_bucket_reso, self.bucket_reso_steps)
+
+    def captions(self) -> CaptionOptions:
+        """The caption augmentation settings."""
+        return CaptionOptions(
+            self.shuffle_caption, self.keep_tokens, caption_dropout_rate=self.caption_dropout_rate
+        )
+
+    def target_modules(self) -> list[str]:
+        """peft target module names of ``network_modules``."""
+        return list(NETWORK_MODULES.get(self.network_modules, ATTENTION_MODULES))
+
+    def prompts(self) -> list[str]:
+        """The sample prompts (non-empty lines of ``sample_prompts``)."""
+        return [line.strip() for line in self.sample_prompts.splitlines() if line.strip()]
+
     def paths(self) -> dict[str, Path]:
         """Output files: ``lora``, ``csv``, ``png``, ``checkpoint``."""
         out = Path(self.output_path).expanduser()
@@ -126,6 +200,7 @@ class TrainConfig:
             "csv": out / f"{stem}.loss.csv",
             "png": out / f"{stem}.loss.png",
             "checkpoint": out / f"{stem}.ckpt",
+            "samples": out / f"{stem}.samples",
         }
 
     def validate(self) -> None:
@@ -142,10 +217,27 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
             (self.save_every_n_steps >= 0, "save_every_n_steps must be >= 0"),
             (bool(self.output_name) and "/" not in self.output_name, "output_name must be a plain file stem"),
+            (self.family in FAMILIES, f"family must be one of {', '.join(sorted(FAMILIES))}"),
+            (self.lr_scheduler in LR_SCHEDULERS, f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}"),
+            (self.lr_warmup_steps >= 0, "lr_warmup_steps must be >= 0"),
+            (self.noise_offset >= 0, "noise_offset must be >= 0 (0.05-0.1 typical)"),
+            (self.min_snr_gamma >= 0, "min_snr_gamma must be >= 0 (0 is off, 5 typical)"),
+            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
+            (0 <= self.network_dropout < 1, "network_dropout must be in [0, 1)"),
+            (self.sample_every_n_steps >= 0, "sample_every_n_steps must be >= 0"),
+            (self.sample_steps >= 1, "sample_steps must be >= 1"),
+            (self.save_format in ("diffusers", "kohya"), 'save_format must be "diffusers" or "kohya"'),
+            (self.network_modules in NETWORK_MODULES, 'network_modules must be "attention" or "transformer"'),
+            (not self.sample_every_n_steps or bool(self.prompts()),
+             "sample_every_n_steps needs sample_prompts (one prompt per line)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TrainError(message)
+        for problem in (check_optimizer(self.optimizer, None), self.captions().check(),
+                        (b.check() if (b := self.buckets()) else None)):
+            if problem:
+                raise TrainError(problem)
         self.preprocess()
 
 
@@ -192,14 +284,33 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
+#: Settings that do not change the trained weights (sample images, file naming, caption suffix:
+#: the data fingerprint covers what the captions say).
+_NO_WEIGHT_EFFECT = {
+    "dataset_path", "output_path", "output_name", "use_gradient_checkpointing", "save_every_n_steps",
+    "resume", "keep_checkpoint", "reuse_existing", "caption_extension", "sample_every_n_steps",
+    "sample_prompts", "sample_steps", "sample_cfg", "sample_seed",
+}
+#: Settings added after the first release: left out of the run key at their defaults, so the
+#: keys of LoRAs trained before stay valid (a re-run still finds them).
+_LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+          if f.name in {"family", "shuffle_caption", "keep_tokens", "caption_dropout_rate", "enable_bucket",
+                        "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "lr_scheduler",
+                        "lr_warmup_steps", "noise_offset", "min_snr_gamma", "gradient_accumulation_steps",
+                        "network_dropout", "optimizer", "save_format", "network_modules"}}
+
+
 def _result_params(config: TrainConfig, with_length: bool) -> dict[str, Any]:
-    skip = {"dataset_path", "output_path", "output_name", "use_gradient_checkpointing", "save_every_n_steps"}
-    skip |= {"resume", "keep_checkpoint", "reuse_existing"}
-    if not with_length:
+    skip = set(_NO_WEIGHT_EFFECT)
+    if not with_length and config.lr_scheduler not in ("linear", "cosine"):
+        # the first k steps of a longer run equal a shorter run's only when the schedule does
+        # not depend on the run's length
         skip |= {"max_epochs", "steps_per_epoch"}
-    params = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
-    params["target_modules"] = TARGET_MODULES
-    params["optimizer"] = "AdamW(betas=(0.9,0.999),eps=1e-8),constant_lr"
+    params = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in skip and not (k in _LATER and v == _LATER[k])}
+    params["target_modules"] = config.target_modules()
+    if config.optimizer == "AdamW":  # the first release's wording, kept so its run keys hold
+        params["optimizer"] = "AdamW(betas=(0.9,0.999),eps=1e-8),constant_lr"
     if with_length:
         params["total_steps"] = config.total_steps
     return params
@@ -269,9 +380,10 @@ def prepare_data(
     Returns:
         ``(cached data, dataset warnings)``.
     """
-    dataset = load_dataset(config.dataset_path, on_bad_item=on_bad_item)
+    dataset = load_dataset(config.dataset_path, on_bad_item=on_bad_item, caption_extension=config.caption_extension)
     spec = CacheSpec(
-        config.preprocess(), vae_id, text_encoder_id, crops_per_image=crops_per_image, crop_seed=config.seed
+        config.preprocess(), vae_id, text_encoder_id, crops_per_image=crops_per_image, crop_seed=config.seed,
+        buckets=config.buckets(), captions=config.captions(),
     )
     data = build_cache(dataset, spec, cache_dir, encode_images=encode_images, encode_text=encode_text)
     return data, dataset.warnings

@@ -1,15 +1,21 @@
-"""Kolors LoRA trainer (the tutorial's DiffSynth ``train_kolors_lora.py`` math), as library code.
+"""The LoRA trainer (the tutorial's DiffSynth ``train_kolors_lora.py`` math, for every family), as library code.
 
-Math (``kolors.md``): peft LoRA on ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` of every UNet
-attention, LoRA parameters in fp32, AdamW with a constant learning rate, one uniform integer
-timestep in ``[0, 1100)`` per batch, ``noisy = sqrt(ab)·x0 + sqrt(1-ab)·eps`` from the
-scheduler's ``alphas_cumprod``, loss ``MSE(unet(noisy, t, embeds, pooled, time_ids), eps)`` with
-``time_ids = [H, W, 0, 0, H, W]``. An epoch is ``steps_per_epoch`` random samples.
+Math (``kolors.md``): peft LoRA on the family's target modules (``to_q``, ``to_k``, ``to_v``,
+``to_out.0`` of every UNet attention), LoRA parameters in fp32, AdamW (or 8-bit AdamW on CUDA)
+with diffusers' learning-rate schedules, one uniform integer timestep per batch,
+``noisy = sqrt(ab)·x0 + sqrt(1-ab)·eps`` from the family's ``alphas_cumprod``, loss
+``MSE(unet(noisy, t, **family.unet_kwargs(...)), eps)`` (optionally min-SNR-γ weighted, with
+kohya's noise offset), gradients accumulated over ``gradient_accumulation_steps`` micro-batches.
+An epoch is ``steps_per_epoch`` random samples. What differs between families (conditioning,
+schedule, file naming, sample rendering) is in :mod:`.families`; how batches are drawn (buckets,
+repeats, caption variants) in :mod:`.train_batches`.
 
 Reproducibility. All randomness of step ``s`` (sample indices, augmentation variants, timestep,
-noise) comes from a CPU generator seeded with ``sha256(seed, s)``, and the LoRA init from one
-seeded with ``sha256(seed, "init")``; nothing reads the global RNGs. A checkpoint therefore needs
-only the step, the LoRA weights, the optimiser (and loss-scaler) state and the loss-log state,
+noise, caption choices; micro-batch ``m > 0`` uses ``(s, m)``) comes from a CPU generator seeded
+with ``sha256(seed, s)``, and the LoRA init from one seeded with ``sha256(seed, "init")``; network
+dropout runs under a forked global RNG seeded from that generator, so nothing depends on the
+global RNG state. A checkpoint therefore needs
+only the step, the LoRA weights, the optimiser, LR-schedule (and loss-scaler) state and the loss-log state,
 and a resumed run gives the same weights as an uninterrupted one (bit for bit on CPU fp32).
 
 The base UNet is never modified: training runs on a structural copy of it that shares its
@@ -40,15 +46,19 @@ import torch.nn.functional as F
 from .checkpoint import (
     CHECKPOINT_VERSION,
     atomic_torch_save,
+    kohya_metadata,
     load_checkpoint,
     read_lora_metadata,
     write_lora_file,
 )
+from .families import KOLORS, TrainFamily, get_family
 from .latent_cache import CachedData
 from .loss_log import LossLog, draw_loss_png
+from .optim import check_optimizer, make_lr_scheduler, make_optimizer, min_snr_weight, offset_noise
+from .samples import SampleFn, grid_path, write_grid
 from .train_adapter import TrainableLora
+from .train_batches import BatchSource
 from .train_config import (
-    TARGET_MODULES,
     Fingerprints,
     TrainConfig,
     TrainError,
@@ -85,10 +95,7 @@ def kolors_alphas_cumprod(scheduler: Any | None = None) -> torch.Tensor:
     Returns:
         ``[num_train_timesteps]`` tensor.
     """
-    if scheduler is not None and getattr(scheduler, "alphas_cumprod", None) is not None:
-        return scheduler.alphas_cumprod.detach().to("cpu", torch.float32)
-    betas = torch.linspace(0.00085**0.5, 0.014**0.5, 1100, dtype=torch.float32) ** 2
-    return torch.cumprod(1.0 - betas, dim=0)
+    return KOLORS.alphas_cumprod(scheduler)
 
 
 def _derived_generator(seed: int, tag: str | int) -> torch.Generator:
@@ -119,35 +126,38 @@ def _make_scaler(device: torch.device, warnings: list[str]) -> torch.amp.GradSca
         return None
 
 
-def _stack_data(data: CachedData, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _check_data(data: CachedData, config: TrainConfig) -> None:
     if not data.items:
         raise TrainError("the training data is empty")
-    if data.spec.params != config.preprocess():
+    if data.spec.params != config.preprocess() or data.spec.buckets != config.buckets():
         raise TrainError(
-            f"the cached data was prepared for {data.spec.params} but the config asks for "
-            f"{config.preprocess()}: rebuild the cache with the config's height/width/crop/flip"
+            f"the cached data was prepared for {data.spec.params} (buckets {data.spec.buckets}) but the config "
+            f"asks for {config.preprocess()} (buckets {config.buckets()}): rebuild the cache with the config's "
+            "height/width/crop/flip/bucket settings"
         )
-    variants = {tuple(it.latents.shape) for it in data.items}
-    expected = (config.height // 8, config.width // 8)
-    if len(variants) != 1 or next(iter(variants))[-2:] != expected:
-        raise TrainError(
-            f"cached latents have shapes {sorted(variants)}, expected [V, 4, {expected[0]}, {expected[1]}]"
-        )
-    latents = torch.stack([it.latents.float() for it in data.items])
-    embeds = torch.stack([it.prompt_embeds for it in data.items])
-    pooled = torch.stack([it.pooled for it in data.items])
-    return latents, embeds, pooled
+    if config.caption_dropout_rate > 0 and data.empty_text is None:
+        raise TrainError("caption_dropout_rate needs the empty caption in the cache: rebuild it with the config")
+    if data.spec.buckets is None:
+        variants = {tuple(it.latents.shape) for it in data.items}
+        expected = (config.height // 8, config.width // 8)
+        if len(variants) != 1 or next(iter(variants))[-2:] != expected:
+            raise TrainError(
+                f"cached latents have shapes {sorted(variants)}, expected [V, 4, {expected[0]}, {expected[1]}]"
+            )
 
 
 def _metadata(
-    config: TrainConfig, fps: Fingerprints, data: CachedData, steps: int, extra: dict[str, Any]
+    config: TrainConfig, fps: Fingerprints, data: CachedData, steps: int, extra: dict[str, Any],
+    family: TrainFamily,
 ) -> dict[str, str]:
     return {
+        **kohya_metadata(config, data, family, steps),
         "graphgen.version": "1",
+        "graphgen.family": family.name,
         "graphgen.base_model": fps.base_model,
         "graphgen.rank": str(config.lora_rank),
         "graphgen.alpha": repr(float(config.lora_alpha)),
-        "graphgen.target_modules": json.dumps(TARGET_MODULES),
+        "graphgen.target_modules": json.dumps(config.target_modules()),
         "graphgen.steps": str(steps),
         "graphgen.dataset_fingerprint": data.dataset_fingerprint,
         "graphgen.data_fingerprint": fps.data,
@@ -167,18 +177,43 @@ def _checkpoint_key(path: Path) -> str | None:
     return None if ckpt is None else str(ckpt.get("run_key"))
 
 
-def choose_output(config: TrainConfig, fps: Fingerprints) -> tuple[TrainConfig, Path | None, Path | None]:
+def _move_aside(paths: dict[str, Path], why: str, warnings: list[str]) -> None:
+    """Moves an unfinished run's leftovers (no LoRA) into ``.abandoned/`` so the name is free again.
+
+    Nothing is deleted: the files keep their names under ``<output>/.abandoned/<time>/``.
+    """
+    leftovers = [paths[k] for k in ("checkpoint", "csv", "png") if paths[k].exists()]
+    if not leftovers:
+        return
+    folder = paths["lora"].parent / ".abandoned" / time.strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in leftovers:
+        path.replace(folder / path.name)
+    warnings.append(f"moved {why} ({', '.join(p.name for p in leftovers)}) to {folder}")
+
+
+def choose_output(
+    config: TrainConfig, fps: Fingerprints, warnings: list[str] | None = None
+) -> tuple[TrainConfig, Path | None, Path | None]:
     """Where this run writes, never replacing another run's LoRA or checkpoint.
 
     Tries `output_name`, then `output_name_00002`, ... and takes the first name whose files are
     either absent or this run's own: a finished LoRA with this run's key is reused (when
-    `reuse_existing`), a checkpoint with this run's key is resumed. A LoRA or checkpoint of a
-    different run (other data or parameters) keeps its name and files. A checkpoint that extends a
-    kept, shorter run of the same settings is resumed even though the new LoRA gets a new name.
+    `reuse_existing`), a checkpoint with this run's key is resumed. A finished LoRA of a
+    different run (other data or parameters) keeps its name and files. A checkpoint that extends
+    a kept, shorter run of the same settings is resumed even though the new LoRA gets a new name.
+
+    Leftovers of an unfinished run under the configured name (a loss CSV of a run killed before
+    its first checkpoint, the checkpoint of a cancelled run with other settings) do not push the
+    name on: they are moved to ``.abandoned/`` (with a warning) and this run takes the name.
 
     Returns:
         `(config with the chosen output_name, LoRA to reuse or None, checkpoint to resume or None)`.
+
+    Raises:
+        TrainError: A checkpoint under the configured name cannot be read and ``resume`` is on.
     """
+    warnings = warnings if warnings is not None else []
     ckpt_key = run_key(config, fps, with_length=False)
     resumable: Path | None = None
     for index in range(1, 10_000):
@@ -188,16 +223,33 @@ def choose_output(config: TrainConfig, fps: Fingerprints) -> tuple[TrainConfig, 
         if config.reuse_existing and (hit := find_existing(candidate, fps)) is not None:
             return candidate, hit, None
         ckpt_owner = _checkpoint_key(paths["checkpoint"]) if paths["checkpoint"].exists() else None
+        if ckpt_owner == "<unreadable>" and not paths["lora"].exists():
+            if config.resume:
+                raise TrainError(
+                    f"checkpoint {paths['checkpoint']} cannot be read (damaged or not a graphgen checkpoint): "
+                    "restore it to resume, or set resume=False to start over (it is then kept in .abandoned/)"
+                )
+            _move_aside(paths, "an unreadable checkpoint", warnings)
+            ckpt_owner = None
         if ckpt_owner == ckpt_key:
             if not paths["lora"].exists():
                 return candidate, None, paths["checkpoint"]  # this run, interrupted: resume in place
             if resumable is None:
                 resumable = paths["checkpoint"]  # a kept checkpoint of a shorter run: extend it
+        if index == 1 and not paths["lora"].exists() and ckpt_owner != ckpt_key:
+            _move_aside(paths, "an unfinished run's leftovers", warnings)
+            ckpt_owner = None
         lora_taken = paths["lora"].exists() or paths["csv"].exists()
         ckpt_taken = ckpt_owner is not None and ckpt_owner != ckpt_key
         if not lora_taken and not ckpt_taken:
             return candidate, None, resumable
     raise TrainError(f"no free output name for {config.output_name!r} in {config.output_path}")
+
+
+def _sample_steps(config: TrainConfig) -> set[int]:
+    """Steps after which sample grids are rendered: every N and the last (none when off)."""
+    n, total = config.sample_every_n_steps, config.total_steps
+    return {*range(n, total + 1, n), total} if n else set()
 
 
 def train_lora(
@@ -209,19 +261,26 @@ def train_lora(
     scheduler: Any | None = None,
     progress: ProgressFn | None = None,
     check_cancelled: Callable[[], bool | None] | None = None,
+    family: TrainFamily | None = None,
+    sampler: SampleFn | None = None,
+    on_sample: Callable[[int, Path], None] | None = None,
 ) -> TrainResult:
-    """Trains a LoRA for the Kolors UNet on cached latents and embeddings.
+    """Trains a LoRA for a UNet of ``family`` on cached latents and embeddings.
 
     Args:
         config: Training settings.
-        unet: The base Kolors UNet, on the training device; it is not modified.
+        unet: The base UNet, on the training device; it is not modified.
         data: Cached latents and embeddings (:func:`~graphgen_nodes.lora.latent_cache.build_cache`).
         base_model_id: Identity string of the base UNet (recorded and used for re-run skipping).
-        scheduler: Source of ``alphas_cumprod`` (default: Kolors' schedule).
+        scheduler: Source of ``alphas_cumprod`` (default: the family's schedule).
         progress: Called after every step with ``(step, total, smoothed_loss, steps_per_s)``.
         check_cancelled: Called before every step. Returning True saves a checkpoint and raises
             :class:`TrainingCancelled`. Raising propagates as is, like a crash: the run resumes
             from the last periodic checkpoint.
+        family: The model family's adapter (default: ``config.family``'s).
+        sampler: Renders the sample prompts with the model being trained (see :mod:`.samples`);
+            called every ``config.sample_every_n_steps`` steps and at the end.
+        on_sample: Called with ``(step, grid path)`` after each sample grid is written.
 
     Returns:
         The result; the LoRA, loss CSV and loss PNG are in ``config.output_path``.
@@ -231,16 +290,20 @@ def train_lora(
         TrainingCancelled: ``check_cancelled`` returned True.
     """
     config.validate()
+    family = family or get_family(config.family)
     fps = Fingerprints(data.fingerprint, base_model_id)
-    config, reuse, resume_from = choose_output(config, fps)
+    warnings: list[str] = []
+    config, reuse, resume_from = choose_output(config, fps, warnings)
     paths = config.paths()
     if reuse is not None:
         meta = read_lora_metadata(reuse) or {}
         return TrainResult(reuse, config.total_steps, True, 0, math.nan, paths["csv"], paths["png"], 0.0, meta)
-    warnings: list[str] = []
-    latents_all, embeds_all, pooled_all = _stack_data(data, config)
+    _check_data(data, config)
     first = next(unet.parameters())
     device = first.device
+    problem = check_optimizer(config.optimizer, device)
+    if problem:
+        raise TrainError(problem)
     autocast_dtype, use_scaler = _resolve_precision(config.precision, device, warnings)
     input_dtype = first.dtype if autocast_dtype is None else torch.float32
     if autocast_dtype is None and first.dtype != torch.float32:
@@ -248,13 +311,15 @@ def train_lora(
             f"precision 32 with a {str(first.dtype).replace('torch.', '')} base UNet runs the base in that "
             "dtype without loss scaling: use 16-mixed/bf16-mixed, or pass an fp32 UNet"
         )
-    alphas = kolors_alphas_cumprod(scheduler)
+    alphas = family.alphas_cumprod(scheduler)
+    batches = BatchSource(data, family, config.batch_size, len(alphas), config.caption_dropout_rate)
     total = config.total_steps
     flags = [p.requires_grad for p in unet.parameters()]
     log = LossLog(paths["csv"])
     try:
         lora = TrainableLora(
-            unet, config.lora_rank, config.lora_alpha, TARGET_MODULES, _derived_generator(config.seed, "init")
+            unet, config.lora_rank, config.lora_alpha, config.target_modules(),
+            _derived_generator(config.seed, "init"), dropout=config.network_dropout,
         )
         for p in unet.parameters():
             p.requires_grad_(False)
@@ -262,12 +327,8 @@ def train_lora(
         if config.use_gradient_checkpointing:
             work.enable_gradient_checkpointing()
         work.train()
-        opt = torch.optim.AdamW(
-            params,
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-            fused=device.type == "cuda" or None,
-        )
+        opt = make_optimizer(config.optimizer, params, config.learning_rate, config.weight_decay, device)
+        lr_sched = make_lr_scheduler(config.lr_scheduler, opt, config.lr_warmup_steps, total)
         scaler = _make_scaler(device, warnings) if use_scaler else None
         start, elapsed = 0, 0.0
         ckpt_key = run_key(config, fps, with_length=False)
@@ -278,6 +339,8 @@ def train_lora(
         if ckpt is not None:
             lora.load_state(ckpt["lora"])
             opt.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("lr_scheduler"):
+                lr_sched.load_state_dict(ckpt["lr_scheduler"])
             if scaler is not None and ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
             start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
@@ -292,6 +355,7 @@ def train_lora(
                     "elapsed": elapsed,
                     "lora": lora.state(),
                     "optimizer": opt.state_dict(),
+                    "lr_scheduler": lr_sched.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "loss_state": log.state(),
                     "rng": {
@@ -303,9 +367,20 @@ def train_lora(
             )
             draw_loss_png(log.rows, paths["png"], title=f"{config.output_name}: loss, step {step}/{total}")
 
-        batch, (h, w) = config.batch_size, (config.height, config.width)
-        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=input_dtype, device=device).repeat(batch, 1)
-        n_items, n_var = latents_all.shape[0], latents_all.shape[1]
+        def render_samples(step: int) -> None:
+            if sampler is None:
+                return
+            work.eval()
+            with torch.no_grad():
+                images = sampler(work)
+            work.train()
+            path = write_grid(images, grid_path(paths["samples"], step), f"{config.output_name} step {step}/{total}")
+            if on_sample is not None:
+                on_sample(step, path)
+
+        sample_at = _sample_steps(config) if sampler is not None else set()
+        accum = config.gradient_accumulation_steps
+        cuda = [device] if device.type == "cuda" else []
         window: deque[float] = deque(maxlen=20)
         smoothed = log.rows[-1].smoothed if log.rows else math.nan
         for step in range(start, total):
@@ -313,35 +388,47 @@ def train_lora(
                 save_checkpoint(step)
                 raise TrainingCancelled(step, paths["checkpoint"])
             t0 = time.perf_counter()
-            gen = _derived_generator(config.seed, step)
-            idx = torch.randint(n_items, (batch,), generator=gen)
-            var = torch.randint(n_var, (batch,), generator=gen)
-            t = torch.randint(0, len(alphas), (1,), generator=gen)
-            noise = torch.randn((batch, *latents_all.shape[2:]), generator=gen)
-            ab = alphas[t]
-            noisy = ab.sqrt() * latents_all[idx, var] + (1.0 - ab).sqrt() * noise
-            with torch.autocast(
-                device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-            ):
-                pred = work(
-                    noisy.to(device, input_dtype),
-                    t.expand(batch).to(device),
-                    encoder_hidden_states=embeds_all[idx].to(device, input_dtype),
-                    added_cond_kwargs={
-                        "text_embeds": pooled_all[idx].to(device, input_dtype),
-                        "time_ids": time_ids,
-                    },
-                ).sample
-            loss = F.mse_loss(pred.float(), noise.to(device))
+            lr = float(lr_sched.get_last_lr()[0])
+            value = 0.0
+            for micro in range(accum):
+                gen = _derived_generator(config.seed, step if micro == 0 else f"{step}.{micro}")
+                b = batches.draw(gen)
+                noise = offset_noise(b.noise, config.noise_offset, gen)
+                ab = alphas[b.timestep]
+                noisy = ab.sqrt() * b.latents + (1.0 - ab).sqrt() * noise
+                weight = float(min_snr_weight(ab, config.min_snr_gamma))
+                dropout_seed = int(torch.randint(0, 2**62, (1,), generator=gen)) if config.network_dropout else 0
+                with torch.random.fork_rng(devices=cuda, enabled=bool(config.network_dropout)):
+                    if config.network_dropout:
+                        torch.manual_seed(dropout_seed)
+                    with torch.autocast(
+                        device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                    ):
+                        pred = work(
+                            noisy.to(device, input_dtype),
+                            b.timestep.expand(len(b.items)).to(device),
+                            **family.unet_kwargs(
+                                b.embeds.to(device, input_dtype),
+                                b.pooled.to(device, input_dtype),
+                                b.time_ids.to(device, input_dtype),
+                            ),
+                        ).sample
+                    loss = F.mse_loss(pred.float(), noise.to(device))
+                    if weight != 1.0:
+                        loss = loss * weight
+                    scaled = loss / accum if accum > 1 else loss
+                    if scaler is not None:
+                        scaler.scale(scaled).backward()
+                    else:
+                        scaled.backward()
+                value += float(loss.detach()) / accum
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
             else:
-                loss.backward()
                 opt.step()
+            lr_sched.step()
             opt.zero_grad(set_to_none=True)
-            value = float(loss.detach())
             if scaler is None and not math.isfinite(value):
                 raise TrainError(
                     f"loss became {value} at step {step + 1}: lower learning_rate or use precision 32"
@@ -349,19 +436,22 @@ def train_lora(
             dt = time.perf_counter() - t0
             elapsed += dt
             window.append(dt)
-            smoothed = log.add(step + 1, value, config.learning_rate, elapsed)
+            smoothed = log.add(step + 1, value, lr, elapsed)
             if progress is not None:
                 progress(step + 1, total, smoothed, len(window) / max(sum(window), 1e-9))
             if config.save_every_n_steps and (step + 1) % config.save_every_n_steps == 0 and step + 1 < total:
                 save_checkpoint(step + 1)
+            if step + 1 in sample_at:
+                render_samples(step + 1)
         info = {
             "device": str(device),
             "effective_precision": str(autocast_dtype or first.dtype).replace("torch.", ""),
             "resumed_from": start,
             "elapsed_s": round(elapsed, 3),
         }
-        meta = _metadata(config, fps, data, total, info)
-        write_lora_file(paths["lora"], lora.state(), alpha=config.lora_alpha, metadata=meta)
+        meta = _metadata(config, fps, data, total, info, family)
+        write_lora_file(paths["lora"], lora.state(), alpha=config.lora_alpha, metadata=meta,
+                        layout=config.save_format if config.save_format != "kohya" else family.kohya_layout)
         draw_loss_png(log.rows, paths["png"], title=f"{config.output_name}: loss, {total} steps")
         if config.keep_checkpoint:
             save_checkpoint(total)
