@@ -53,6 +53,17 @@ class PreparedWorkflow:
     invalid_outputs: list[str] = field(default_factory=list)
     """The output nodes left out because something they need is invalid."""
     _json: dict[str, Any] | None = None
+    _specs: tuple[NodeSpec, ...] | None = None
+
+    def specs(self) -> tuple[NodeSpec, ...]:
+        """The distinct node specs of the workflow (computed once: each run asks)."""
+        if self._specs is None:
+            self._specs = tuple({id(n.spec): n.spec for n in self.nodes.values()}.values())
+        return self._specs
+
+    def any_lazy(self) -> bool:
+        """Whether some node of the workflow has lazy inputs."""
+        return any(spec.lazy_inputs for spec in self.specs())
 
     def workflow_json(self) -> dict[str, Any]:
         """The workflow as JSON-able data (computed once; output nodes embed it in files)."""
