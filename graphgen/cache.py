@@ -80,7 +80,13 @@ def estimate_nbytes(value: Any, _depth: int = 0) -> int:
     if kind in _FREE or _depth > 8:
         return 0
     if kind is list or kind is tuple:  # node outputs: a tuple of lists of items, mostly small
-        return sum([0 if type(v) in _FREE else estimate_nbytes(v, _depth + 1) for v in value])
+        total = 0
+        for v in value:
+            inner = type(v)
+            if inner in _FREE or (inner is list and len(v) == 1 and type(v[0]) in _FREE):
+                continue  # a plain item, or an output holding one (no recursion for the usual node)
+            total += estimate_nbytes(v, _depth + 1)
+        return total
     if isinstance(value, (bool, int, float)):
         return 0
     own = getattr(value, "__graphgen_nbytes__", None)

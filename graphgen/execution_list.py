@@ -247,6 +247,7 @@ class ExecutionList:
         keys = self.policy.keys
         cache_get = self.policy.cache.get
         cached_ids = self.result.cached
+        outputs, waiters, waiting = self.outputs, self.waiters, self.waiting
         for node_id in node_ids:
             if node_id in broken:
                 self._skip_waiters(node_id)
@@ -262,8 +263,27 @@ class ExecutionList:
                 continue
             if node.spec.lazy_inputs:
                 self._wait_for(node_id, self._strong_sources(node))
+                continue
+            # `_wait_for` inline for a node without lazy inputs: it waits for each linked source once.
+            count = 0
+            for src, _ in node.links.values():
+                if src in outputs:
+                    continue
+                if src in broken:
+                    self._skip(node_id, src)
+                    break
+                later = waiters.get(src)
+                if later is None:
+                    waiters[src] = [node_id]
+                elif later[-1] == node_id:  # a second link to the same source
+                    continue
+                else:
+                    later.append(node_id)
+                count += 1
             else:
-                self._wait_for(node_id, [src for src, _ in node.links.values()])
+                waiting[node_id] = count
+                if count == 0:
+                    heapq.heappush(self.ready, (self.rank[node_id], node_id))
 
     def _wait_for(self, node_id: str, sources: Iterable[str]) -> None:
         count = 0
@@ -432,7 +452,8 @@ class ExecutionList:
         if type(returned) is ExecutionOutcome and returned.expand is None:
             values = returned.values
             if len(values) == len(spec.outputs) and not spec.output_is_list:
-                self._finished(node, tuple([[v] for v in values]), returned.ui)
+                self._finished(node, ([values[0]],) if len(values) == 1 else tuple([[v] for v in values]),
+                               returned.ui)
                 return
         if inspect.isawaitable(returned):
             future = _ensure_future_in(ctx, returned)
