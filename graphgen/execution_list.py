@@ -122,12 +122,8 @@ class ExecutionList:
         started = time.perf_counter()
         result = self.result
         nodes = self.nodes
-        add = self.policy.add
-        for node_id in self.order:
-            try:
-                add(nodes[node_id])
-            except Exception:
-                self._add_key(nodes[node_id])  # records the failure
+        for node, exc in self.policy.add_all([nodes[node_id] for node_id in self.order]):
+            self._fail(node.node_id, exc, "fingerprint failed: ")
         # Without lazy inputs the planned order is exactly what the targets need.
         first = list(self.order) if not self._any_lazy() else self._closure(self.targets)
         result.node_types = {n: nodes[n].spec.type_name for n in first}
@@ -196,11 +192,7 @@ class ExecutionList:
 
     # -- joining nodes -------------------------------------------------------------------------------
     def _add_key(self, node: PreparedNode) -> None:
-        try:
-            self.policy.add(node)
-        except Exception as exc:
-            self.policy.keys[node.node_id] = "broken:" + node.node_id
-            self.policy.tainted[node.node_id] = "its fingerprint failed"
+        for _, exc in self.policy.add_all((node,)):
             self._fail(node.node_id, exc, "fingerprint failed: ")
 
     def _ensure_known(self, node_id: str) -> None:
