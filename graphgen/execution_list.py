@@ -352,7 +352,7 @@ class ExecutionList:
             outputs = self.outputs
             for name, (src, index) in node.links.items():
                 items = outputs[src][index]
-                if len(items) != 1:
+                if len(items) != 1 or type(items[0]) is ExecutionBlocker:  # constants are never blockers
                     break
                 kwargs[name] = items[0]
             else:
@@ -420,11 +420,7 @@ class ExecutionList:
         self._finish(node, calls)
 
     def _call_one(self, node: PreparedNode, kwargs: dict[str, Any]) -> None:
-        """The usual case: one call with one value per input. Only the blocker check and the
-        call itself remain."""
-        if ExecutionBlocker in map(type, kwargs.values()):
-            self._call(node, {name: [value] for name, value in kwargs.items()})
-            return
+        """The usual case: one call with one value per input, none of them a blocker."""
         spec = node.spec
         node_id = node.node_id
         ctx = self._context(node, 0)
