@@ -63,7 +63,7 @@ from graphgen.mapping import (
     merge_ui,
     single_values,
 )
-from graphgen.plan import execution_order
+from graphgen.plan import execution_order, execution_ranks
 from graphgen.run_result import RunResult
 from graphgen.spec import ExecutionOutcome
 from graphgen.validation import PreparedNode, PreparedWorkflow
@@ -99,13 +99,15 @@ class ExecutionList:
         self.live = LiveGraph(prepared, executor.registry)
         self.nodes = self.live.nodes  # every node of the run, by id (expansions add to it)
         self.policy = CachePolicy(executor.cache, settings, force, use_cache)
+        targets = None if targets is None else list(targets)  # read twice below
         self.targets = list(prepared.output_nodes if targets is None else targets)
         self.order = execution_order(prepared, targets)
         self.result = RunResult(run_id=uuid.uuid4().hex[:12])
         self.workflow_json = prepared.workflow_json()
         self.prompt = self.workflow_json.get("nodes", self.workflow_json)
         self.extra_pnginfo = extra_pnginfo if extra_pnginfo is not None else {"workflow": self.workflow_json}
-        self.rank: dict[str, tuple[int, ...]] = {node_id: (i,) for i, node_id in enumerate(self.order)}
+        # Shared rank tuples, copied: a fully cached run allocates none per node.
+        self.rank: dict[str, tuple[int, ...]] = dict(execution_ranks(prepared, targets))
         self.outputs: dict[str, Outputs] = {}
         self.known: set[str] = set()  # nodes that joined the run
         self.waiting: dict[str, int] = {}  # node -> how many sources it still waits for
@@ -300,11 +302,11 @@ class ExecutionList:
         waiting = self.waiting
         waiting.pop(node_id, None)
         spec = self.nodes[node_id].spec
-        if spec.output_is_list:
+        if spec.output_is_list or len(outputs) != 1:
             self.result.outputs[node_id] = single_values(spec, outputs)
-        else:  # single_values for the usual node, inline
-            self.result.outputs[node_id] = {name: (items[0] if len(items) == 1 else items)
-                                            for name, items in zip(spec.output_names, outputs, strict=True)}
+        else:  # single_values for the usual one-output node, inline
+            items = outputs[0]
+            self.result.outputs[node_id] = {spec.output_names[0]: items[0] if len(items) == 1 else items}
         if ui:
             self.result.ui[node_id] = ui
         waiters = self.waiters.pop(node_id, None)

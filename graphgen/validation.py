@@ -48,6 +48,8 @@ class PreparedWorkflow:
     output_nodes: list[str] = field(default_factory=list)
     orders: dict[tuple[str, ...] | None, list[str]] = field(default_factory=dict)
     """Execution orders already computed, by target set (see `plan.execution_order`)."""
+    ranks: dict[tuple[str, ...] | None, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+    """Node ranks in those orders, by target set (see `plan.execution_ranks`)."""
     issues: list[Issue] = field(default_factory=list)
     """Problems of the output nodes left out of a partially valid workflow (`validate(partial=True)`)."""
     invalid_outputs: list[str] = field(default_factory=list)
