@@ -80,7 +80,13 @@ def estimate_nbytes(value: Any, _depth: int = 0) -> int:
     if kind in _FREE or _depth > 8:
         return 0
     if kind is list or kind is tuple:  # node outputs: a tuple of lists of items, mostly small
-        return sum([0 if type(v) in _FREE else estimate_nbytes(v, _depth + 1) for v in value])
+        total = 0
+        for v in value:
+            inner = type(v)
+            if inner in _FREE or (inner is list and len(v) == 1 and type(v[0]) in _FREE):
+                continue  # a plain item, or an output holding one (no recursion for the usual node)
+            total += estimate_nbytes(v, _depth + 1)
+        return total
     if isinstance(value, (bool, int, float)):
         return 0
     own = getattr(value, "__graphgen_nbytes__", None)
@@ -192,6 +198,7 @@ REASON_FORCED = "forced"
 REASON_ALWAYS = "it re-runs every time"
 REASON_UPSTREAM = "a node it depends on re-ran"
 REASON_NO_CACHE = "the cache is off for this run"
+REASON_FINGERPRINT_FAILED = "its fingerprint failed"
 
 
 class CachePolicy:
@@ -223,45 +230,64 @@ class CachePolicy:
         self.stored: set[str] = set()  # keys this run stored
 
     def add(self, node: PreparedNode) -> str:
-        """Compute a node's key (the keys of its sources first); raises what its fingerprint raises."""
-        spec = node.spec
-        node_id = node.node_id
-        fingerprint = None
-        if spec.fingerprint is not None:
-            inputs = node.constants
-            if spec.fingerprint_links and node.links:
-                inputs = {**inputs, **dict.fromkeys(node.links)}
-            fingerprint = spec.fingerprint(dict(inputs), self.settings)
-        always = fingerprint is ALWAYS_RERUN
+        """Compute a node's key (the keys of its sources first); raises what its fingerprint raises
+        (the node then has a key nothing shares and must run: see `add_all`)."""
+        failures = self.add_all((node,))
+        if failures:
+            raise failures[0][1]
+        return self.keys[node.node_id]
+
+    def add_all(self, nodes: Iterable[PreparedNode]) -> list[tuple[PreparedNode, Exception]]:
+        """`add` for each node, in order (sources first); one loop, since every run keys every
+        node. A node whose fingerprint raises gets a key of its own and is tainted; it is
+        returned with the exception, the others go on."""
         keys = self.keys
         tainted = self.tainted
-        upstream = []
-        upstream_tainted = False
-        for name, (src, index) in node.links.items():
-            upstream.append((name, keys[src], index))
-            if src in tainted:
-                upstream_tainted = True
-        lineage = ""
-        constants: dict[str, Any] = node.constants
-        if node.parent is not None:
-            lineage = keys.get(node.parent, "") + "/" + node_id
-            constants = {k: _plain_or_kind(v) for k, v in constants.items()}
-            upstream_tainted = upstream_tainted or node.parent in tainted
-        key = node_key(spec.type_name + "@" + spec.pack, spec.version, constants, upstream,
-                       None if always else fingerprint, lineage)
-        keys[node_id] = key
-        if node_id in self.forced:
-            tainted[node_id] = REASON_FORCED
-        elif not spec.deterministic or always:
-            tainted[node_id] = REASON_ALWAYS
-        elif upstream_tainted:
-            tainted[node_id] = REASON_UPSTREAM
-        elif not self.use_cache:
-            tainted[node_id] = REASON_NO_CACHE
-        if self.use_cache and (node_id not in tainted or (
-                node_id in self.forced and spec.deterministic and not always and not upstream_tainted)):
-            self.storable.add(node_id)
-        return key
+        forced = self.forced
+        use_cache = self.use_cache
+        failures: list[tuple[PreparedNode, Exception]] = []
+        for node in nodes:
+            spec = node.spec
+            node_id = node.node_id
+            fingerprint = None
+            if spec.fingerprint is not None:
+                inputs = node.constants
+                if spec.fingerprint_links and node.links:
+                    inputs = {**inputs, **dict.fromkeys(node.links)}
+                try:
+                    fingerprint = spec.fingerprint(dict(inputs), self.settings)
+                except Exception as exc:
+                    keys[node_id] = "broken:" + node_id
+                    tainted[node_id] = REASON_FINGERPRINT_FAILED
+                    failures.append((node, exc))
+                    continue
+            always = fingerprint is ALWAYS_RERUN
+            upstream = []
+            upstream_tainted = False
+            for name, (src, index) in node.links.items():
+                upstream.append((name, keys[src], index))
+                if src in tainted:
+                    upstream_tainted = True
+            lineage = ""
+            constants: dict[str, Any] = node.constants
+            if node.parent is not None:
+                lineage = keys.get(node.parent, "") + "/" + node_id
+                constants = {k: _plain_or_kind(v) for k, v in constants.items()}
+                upstream_tainted = upstream_tainted or node.parent in tainted
+            keys[node_id] = node_key(spec.type_name + "@" + spec.pack, spec.version, constants, upstream,
+                                     None if always else fingerprint, lineage)
+            if node_id in forced:
+                tainted[node_id] = REASON_FORCED
+            elif not spec.deterministic or always:
+                tainted[node_id] = REASON_ALWAYS
+            elif upstream_tainted:
+                tainted[node_id] = REASON_UPSTREAM
+            elif not use_cache:
+                tainted[node_id] = REASON_NO_CACHE
+            if use_cache and (node_id not in tainted or (
+                    node_id in forced and spec.deterministic and not always and not upstream_tainted)):
+                self.storable.add(node_id)
+        return failures
 
     def lookup(self, node_id: str) -> ExecutionOutcome | None:
         """The cached outcome of a node, unless it must run."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Hashable
+from types import GeneratorType
 from typing import Any
 
 from graphgen.blocker import ExecutionBlocker
@@ -120,7 +121,8 @@ def classic_spec(type_name: str, cls: type, display_name: str = "") -> NodeSpec:
 
     def execute(ctx: NodeContext, kwargs: dict[str, Any]) -> Any:
         returned = getattr(cls(), function_name)(**kwargs)
-        if inspect.isawaitable(returned):
+        # inspect.isawaitable without its calls for plain values (see graphgen.node).
+        if hasattr(type(returned), "__await__") or (type(returned) is GeneratorType and inspect.isawaitable(returned)):
             return _finish_async(returned, n_outputs, function_name)
         return _outcome(returned, n_outputs, function_name)
 

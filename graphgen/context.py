@@ -187,3 +187,8 @@ def set_current_context(ctx: NodeContext | None) -> contextvars.Token[NodeContex
 
 def reset_current_context(token: contextvars.Token[NodeContext | None]) -> None:
     _CURRENT.reset(token)
+
+
+# The executor's per-node calls, bound once (a node call sets and resets the context).
+set_current_context_fast = _CURRENT.set
+reset_current_context_fast = _CURRENT.reset

@@ -24,7 +24,7 @@ from typing import Any
 from graphgen import compat
 from graphgen.cache import OutputCache
 from graphgen.context import EngineSettings
-from graphgen.events import Event
+from graphgen.events import Event, ignore_event
 from graphgen.executor import Executor, RunResult, settings_for_run
 from graphgen.files import file_identity
 from graphgen.models import ModelStore
@@ -167,10 +167,10 @@ class Engine:
             WorkflowError: the workflow is invalid (nothing ran).
         """
         prepared = workflow if isinstance(workflow, PreparedWorkflow) else self.prepare(workflow, overrides)
-        emit = on_event or _ignore
+        emit = on_event or ignore_event
         # A run with ComfyUI-style nodes keeps ComfyUI's modules importable throughout (one scope,
         # rather than one per node call).
-        with self._run_lock, compat.scope_for(node.spec for node in prepared.nodes.values()):
+        with self._run_lock, compat.scope_for(prepared.specs()):
             self._cancel.clear()
             return self._executor.run(prepared, emit=emit, cancel_event=self._cancel, force=force,
                                       targets=outputs, use_cache=use_cache,
@@ -203,7 +203,3 @@ class Engine:
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
         return dropped
-
-
-def _ignore(_: Event) -> None:
-    return None

@@ -37,7 +37,9 @@ from graphgen.context import (
     EngineSettings,
     NodeContext,
     reset_current_context,
+    reset_current_context_fast,
     set_current_context,
+    set_current_context_fast,
 )
 from graphgen.errors import NodeError
 from graphgen.events import (
@@ -49,6 +51,7 @@ from graphgen.events import (
     NodeStarted,
     RunFinished,
     RunStarted,
+    ignore_event,
 )
 from graphgen.live_graph import ExpansionError, LiveGraph, is_link
 from graphgen.mapping import (
@@ -60,7 +63,7 @@ from graphgen.mapping import (
     merge_ui,
     single_values,
 )
-from graphgen.plan import execution_order
+from graphgen.plan import execution_order, execution_ranks
 from graphgen.run_result import RunResult
 from graphgen.spec import ExecutionOutcome
 from graphgen.validation import PreparedNode, PreparedWorkflow
@@ -90,18 +93,21 @@ class ExecutionList:
         self.executor = executor
         self.prepared = prepared
         self.emit = emit
+        self.listening = emit is not ignore_event  # events are built only for a listener
         self.cancel_event = cancel_event
         self.settings = settings
         self.live = LiveGraph(prepared, executor.registry)
         self.nodes = self.live.nodes  # every node of the run, by id (expansions add to it)
         self.policy = CachePolicy(executor.cache, settings, force, use_cache)
+        targets = None if targets is None else list(targets)  # read twice below
         self.targets = list(prepared.output_nodes if targets is None else targets)
         self.order = execution_order(prepared, targets)
         self.result = RunResult(run_id=uuid.uuid4().hex[:12])
         self.workflow_json = prepared.workflow_json()
         self.prompt = self.workflow_json.get("nodes", self.workflow_json)
         self.extra_pnginfo = extra_pnginfo if extra_pnginfo is not None else {"workflow": self.workflow_json}
-        self.rank: dict[str, tuple[int, ...]] = {node_id: (i,) for i, node_id in enumerate(self.order)}
+        # Shared rank tuples, copied: a fully cached run allocates none per node.
+        self.rank: dict[str, tuple[int, ...]] = dict(execution_ranks(prepared, targets))
         self.outputs: dict[str, Outputs] = {}
         self.known: set[str] = set()  # nodes that joined the run
         self.waiting: dict[str, int] = {}  # node -> how many sources it still waits for
@@ -117,12 +123,14 @@ class ExecutionList:
     async def run(self) -> RunResult:
         started = time.perf_counter()
         result = self.result
-        for node_id in self.order:
-            self._add_key(self.nodes[node_id])
+        nodes = self.nodes
+        for node, exc in self.policy.add_all([nodes[node_id] for node_id in self.order]):
+            self._fail(node.node_id, exc, "fingerprint failed: ")
         # Without lazy inputs the planned order is exactly what the targets need.
         first = list(self.order) if not self._any_lazy() else self._closure(self.targets)
-        result.node_types = {n: self.nodes[n].spec.type_name for n in first}
-        self.emit(RunStarted(run_id=result.run_id, nodes=list(first), node_types=dict(result.node_types)))
+        result.node_types = {n: nodes[n].spec.type_name for n in first}
+        if self.listening:
+            self.emit(RunStarted(run_id=result.run_id, nodes=list(first), node_types=dict(result.node_types)))
         self._join(first)
         while True:
             if self.cancel_event.is_set():
@@ -159,12 +167,15 @@ class ExecutionList:
             if result.failed:
                 result.status = "failed"
         result.seconds = time.perf_counter() - started
-        self.emit(RunFinished(run_id=result.run_id, status=result.status, executed=list(result.executed),
-                              cached=list(result.cached), failed=list(result.failed),
-                              skipped=list(result.skipped), seconds=result.seconds))
+        if self.listening:
+            self.emit(RunFinished(run_id=result.run_id, status=result.status, executed=list(result.executed),
+                                  cached=list(result.cached), failed=list(result.failed),
+                                  skipped=list(result.skipped), seconds=result.seconds))
         return result
 
     def _any_lazy(self) -> bool:
+        if not self.prepared.any_lazy():  # known per workflow: no per-node look for the usual one
+            return False
         nodes = self.nodes
         return any(nodes[n].spec.lazy_inputs for n in self.order)
 
@@ -183,11 +194,7 @@ class ExecutionList:
 
     # -- joining nodes -------------------------------------------------------------------------------
     def _add_key(self, node: PreparedNode) -> None:
-        try:
-            self.policy.add(node)
-        except Exception as exc:
-            self.policy.keys[node.node_id] = "broken:" + node.node_id
-            self.policy.tainted[node.node_id] = "its fingerprint failed"
+        for _, exc in self.policy.add_all((node,)):
             self._fail(node.node_id, exc, "fingerprint failed: ")
 
     def _ensure_known(self, node_id: str) -> None:
@@ -228,28 +235,63 @@ class ExecutionList:
     def _join(self, node_ids: list[str]) -> None:
         """Add nodes to the run: served from the cache, or waiting for their sources."""
         self.known.update(node_ids)
+        nodes = self.nodes
+        broken = self.broken
+        tainted = self.policy.tainted
+        keys = self.policy.keys
+        cache_get = self.policy.cache.get
+        cached_ids = self.result.cached
+        outputs, waiters, waiting = self.outputs, self.waiters, self.waiting
         for node_id in node_ids:
-            if node_id in self.broken:
+            if node_id in broken:
                 self._skip_waiters(node_id)
                 continue
-            cached = self.policy.lookup(node_id)
+            node = nodes[node_id]
+            # CachePolicy.lookup, inline: this runs for every node of every run.
+            cached = None if node_id in tainted else cache_get(keys[node_id])
             if cached is not None:
-                self.result.cached.append(node_id)
-                node = self.nodes[node_id]
-                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name))
+                cached_ids.append(node_id)
+                if self.listening:
+                    self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name))
                 self._done(node_id, cached.values, cached.ui)
                 continue
-            self._wait_for(node_id, self._strong_sources(self.nodes[node_id]))
+            if node.spec.lazy_inputs:
+                self._wait_for(node_id, self._strong_sources(node))
+                continue
+            # `_wait_for` inline for a node without lazy inputs: it waits for each linked source once.
+            count = 0
+            for src, _ in node.links.values():
+                if src in outputs:
+                    continue
+                if src in broken:
+                    self._skip(node_id, src)
+                    break
+                later = waiters.get(src)
+                if later is None:
+                    waiters[src] = [node_id]
+                elif later[-1] == node_id:  # a second link to the same source
+                    continue
+                else:
+                    later.append(node_id)
+                count += 1
+            else:
+                waiting[node_id] = count
+                if count == 0:
+                    heapq.heappush(self.ready, (self.rank[node_id], node_id))
 
     def _wait_for(self, node_id: str, sources: Iterable[str]) -> None:
         count = 0
+        outputs, broken, waiters = self.outputs, self.broken, self.waiters
         for src in dict.fromkeys(sources):
-            if src in self.outputs:
+            if src in outputs:
                 continue
-            if src in self.broken:
+            if src in broken:
                 self._skip(node_id, src)
                 return
-            self.waiters.setdefault(src, []).append(node_id)
+            if src in waiters:
+                waiters[src].append(node_id)
+            else:
+                waiters[src] = [node_id]
             count += 1
         self.waiting[node_id] = count
         if count == 0:
@@ -257,18 +299,25 @@ class ExecutionList:
 
     def _done(self, node_id: str, outputs: Outputs, ui: dict[str, Any] | None) -> None:
         self.outputs[node_id] = outputs
-        self.waiting.pop(node_id, None)
-        node = self.nodes[node_id]
-        self.result.outputs[node_id] = single_values(node.spec, outputs)
+        waiting = self.waiting
+        waiting.pop(node_id, None)
+        spec = self.nodes[node_id].spec
+        if spec.output_is_list or len(outputs) != 1:
+            self.result.outputs[node_id] = single_values(spec, outputs)
+        else:  # single_values for the usual one-output node, inline
+            items = outputs[0]
+            self.result.outputs[node_id] = {spec.output_names[0]: items[0] if len(items) == 1 else items}
         if ui:
             self.result.ui[node_id] = ui
-        for waiter in self.waiters.pop(node_id, ()):
-            left = self.waiting.get(waiter)
-            if left is None:
-                continue
-            self.waiting[waiter] = left - 1
-            if left == 1:
-                heapq.heappush(self.ready, (self.rank[waiter], waiter))
+        waiters = self.waiters.pop(node_id, None)
+        if waiters:
+            for waiter in waiters:
+                left = waiting.get(waiter)
+                if left is None:
+                    continue
+                waiting[waiter] = left - 1
+                if left == 1:
+                    heapq.heappush(self.ready, (self.rank[waiter], waiter))
 
     # -- running one node ---------------------------------------------------------------------------
     def _step(self, node_id: str) -> Coroutine[Any, Any, None] | None:
@@ -282,17 +331,37 @@ class ExecutionList:
             self._resolve_expansion(node)
             return None
         if node_id not in self.started:
-            cached = self.policy.recheck(node_id)
-            if cached is not None:
-                self.result.cached.append(node_id)
-                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
-                self._done(node_id, cached.values, cached.ui)
-                return None
+            policy = self.policy
+            # CachePolicy.recheck, inline: only keys this run stored are looked up again.
+            if policy.keys[node_id] in policy.stored:
+                cached = policy.recheck(node_id)
+                if cached is not None:
+                    self.result.cached.append(node_id)
+                    if self.listening:
+                        self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
+                    self._done(node_id, cached.values, cached.ui)
+                    return None
             self.started[node_id] = time.perf_counter()
-            reason = self.policy.tainted.get(node_id, REASON_NOT_CACHED)
+            reason = policy.tainted.get(node_id, REASON_NOT_CACHED)
             self.result.reasons[node_id] = reason
-            self.emit(NodeStarted(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
-                                  display_node_id=node.display_id or node_id, reason=reason))
+            if self.listening:
+                self.emit(NodeStarted(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
+                                      display_node_id=node.display_id or node_id, reason=reason))
+        if spec.plain_call:
+            # The usual node: its keyword arguments straight from its sources' outputs, one call,
+            # unless a source holds several items (list mapping: the general path below).
+            kwargs = dict(node.constants)
+            outputs = self.outputs
+            for name, (src, index) in node.links.items():
+                items = outputs[src][index]
+                if len(items) != 1 or type(items[0]) is ExecutionBlocker:  # constants are never blockers
+                    break
+                kwargs[name] = items[0]
+            else:
+                for name, kind in spec.engine_hidden:
+                    kwargs[name] = self._hidden(node, kind)
+                self._call_one(node, kwargs)
+                return None
         inputs = self._inputs(node)
         if spec.check_lazy is not None:
             return self._call_after_lazy_check(node, inputs)
@@ -315,35 +384,9 @@ class ExecutionList:
                     single = False
                     break
                 kwargs[name] = items[0]
-        if single:
-            # The usual case: one call. Only the blocker check and the call itself remain.
-            if ExecutionBlocker not in map(type, kwargs.values()):
-                ctx = self._context(node, 0)
-                token = set_current_context(ctx)
-                try:
-                    returned = spec.execute(ctx, kwargs)
-                except Cancelled:
-                    self._cancelled(node)
-                    return
-                except Exception as exc:
-                    self._fail(node_id, exc)
-                    return
-                finally:
-                    reset_current_context(token)
-                    if ctx.warnings:
-                        self.result.warnings.setdefault(node_id, []).extend(ctx.warnings)
-                if type(returned) is ExecutionOutcome and returned.expand is None:
-                    values = returned.values
-                    if len(values) == len(spec.outputs) and not spec.output_is_list:
-                        self._finished(node, tuple([[v] for v in values]), returned.ui)
-                        return
-                if inspect.isawaitable(returned):
-                    future = _ensure_future_in(ctx, returned)
-                    self.tasks[asyncio.gather(future, return_exceptions=True)] = (node_id, [future],
-                                                                                  self.started[node_id])
-                    return
-                self._finish(node, [returned])
-                return
+        if single and ExecutionBlocker not in map(type, kwargs.values()):
+            self._call_one(node, kwargs)
+            return
         calls: list[Any] = []
         pending = False
         try:
@@ -377,6 +420,37 @@ class ExecutionList:
             self.tasks[asyncio.gather(*futures, return_exceptions=True)] = (node_id, calls, self.started[node_id])
             return
         self._finish(node, calls)
+
+    def _call_one(self, node: PreparedNode, kwargs: dict[str, Any]) -> None:
+        """The usual case: one call with one value per input, none of them a blocker."""
+        spec = node.spec
+        node_id = node.node_id
+        ctx = self._context(node, 0)
+        token = set_current_context_fast(ctx)
+        try:
+            returned = spec.execute(ctx, kwargs)
+        except Cancelled:
+            self._cancelled(node)
+            return
+        except Exception as exc:
+            self._fail(node_id, exc)
+            return
+        finally:
+            reset_current_context_fast(token)
+            if ctx.warnings:
+                self.result.warnings.setdefault(node_id, []).extend(ctx.warnings)
+        if type(returned) is ExecutionOutcome and returned.expand is None:
+            values = returned.values
+            if len(values) == len(spec.outputs) and not spec.output_is_list:
+                self._finished(node, ([values[0]],) if len(values) == 1 else tuple([[v] for v in values]),
+                               returned.ui)
+                return
+        if inspect.isawaitable(returned):
+            future = _ensure_future_in(ctx, returned)
+            self.tasks[asyncio.gather(future, return_exceptions=True)] = (node_id, [future],
+                                                                          self.started[node_id])
+            return
+        self._finish(node, [returned])
 
     def _collect(self, done: Callable[[asyncio.Future[Any]], bool]) -> None:
         for future in [f for f in self.tasks if done(f)]:
@@ -508,9 +582,11 @@ class ExecutionList:
         seconds = time.perf_counter() - self.started[node_id]
         self.result.executed.append(node_id)
         self.result.timings[node_id] = seconds
-        self.policy.store(node_id, ExecutionOutcome(values=outputs, ui=ui))
-        self.emit(NodeFinished(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name,
-                               seconds=seconds, ui=ui, display_node_id=node.display_id or node_id))
+        if node_id in self.policy.storable:  # CachePolicy.store, without a call when nothing is stored
+            self.policy.store(node_id, ExecutionOutcome(values=outputs, ui=ui))
+        if self.listening:
+            self.emit(NodeFinished(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name,
+                                   seconds=seconds, ui=ui, display_node_id=node.display_id or node_id))
         self._done(node_id, outputs, ui)
 
     # -- expansion ---------------------------------------------------------------------------------

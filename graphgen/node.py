@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from types import GeneratorType
 from typing import Any, ClassVar
 
 from graphgen.blocker import ExecutionBlocker
@@ -228,7 +229,9 @@ def _make_executor(cls: type[Node], n_outputs: int) -> Any:
         node = cls()
         node.ctx = ctx
         returned = node.run(**kwargs)
-        if inspect.isawaitable(returned):
+        # inspect.isawaitable, without its calls for the usual plain value (a coroutine, a
+        # future or any object with __await__; old generator-based coroutines asked the slow way).
+        if hasattr(type(returned), "__await__") or (type(returned) is GeneratorType and inspect.isawaitable(returned)):
             return _finish_async(returned, n_outputs, cls.type_name or cls.__name__)
         return normalize_return(returned, n_outputs, cls.type_name or cls.__name__)
 

@@ -43,6 +43,17 @@ def execution_order(prepared: PreparedWorkflow, targets: Iterable[str] | None = 
     return order
 
 
+def execution_ranks(prepared: PreparedWorkflow, targets: Iterable[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """Each node of `execution_order(prepared, targets)` by its rank, `(position,)`; computed once
+    per target set and shared (a run copies it, then ranks the nodes it adds after these)."""
+    key = None if targets is None else tuple(sorted(targets))
+    ranks = prepared.ranks.get(key)
+    if ranks is None:
+        ranks = {node_id: (i,) for i, node_id in enumerate(execution_order(prepared, targets))}
+        prepared.ranks[key] = ranks
+    return ranks
+
+
 def _compute_order(prepared: PreparedWorkflow, targets: Iterable[str] | None) -> list[str]:
     wanted = needed_nodes(prepared.graph, prepared.output_nodes if targets is None else targets)
     # Sorting the whole graph and filtering is much cheaper than sorting a subgraph view.

@@ -257,6 +257,13 @@ class NodeSpec:
     def raw_link_inputs(self) -> frozenset[str]:
         return frozenset(name for name, spec in self.inputs.items() if spec.raw_link)
 
+    @functools.cached_property
+    def plain_call(self) -> bool:
+        """Whether the executor may call this node the plain way: no lazy inputs, no list
+        inputs, no raw links (then one call per run unless an input holds several items)."""
+        return (not self.input_is_list and not self.lazy_inputs and not self.raw_link_inputs
+                and self.check_lazy is None)
+
     def output_index(self, ref: int | str) -> int | None:
         """Index of an output given by index or by name, None when there is no such output."""
         if isinstance(ref, bool):

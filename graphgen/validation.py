@@ -48,11 +48,24 @@ class PreparedWorkflow:
     output_nodes: list[str] = field(default_factory=list)
     orders: dict[tuple[str, ...] | None, list[str]] = field(default_factory=dict)
     """Execution orders already computed, by target set (see `plan.execution_order`)."""
+    ranks: dict[tuple[str, ...] | None, dict[str, tuple[int, ...]]] = field(default_factory=dict)
+    """Node ranks in those orders, by target set (see `plan.execution_ranks`)."""
     issues: list[Issue] = field(default_factory=list)
     """Problems of the output nodes left out of a partially valid workflow (`validate(partial=True)`)."""
     invalid_outputs: list[str] = field(default_factory=list)
     """The output nodes left out because something they need is invalid."""
     _json: dict[str, Any] | None = None
+    _specs: tuple[NodeSpec, ...] | None = None
+
+    def specs(self) -> tuple[NodeSpec, ...]:
+        """The distinct node specs of the workflow (computed once: each run asks)."""
+        if self._specs is None:
+            self._specs = tuple({id(n.spec): n.spec for n in self.nodes.values()}.values())
+        return self._specs
+
+    def any_lazy(self) -> bool:
+        """Whether some node of the workflow has lazy inputs."""
+        return any(spec.lazy_inputs for spec in self.specs())
 
     def workflow_json(self) -> dict[str, Any]:
         """The workflow as JSON-able data (computed once; output nodes embed it in files)."""

@@ -174,6 +174,24 @@ def test_cached_event_emitted(engine):
     assert [e.node_id for e in events if isinstance(e, NodeCached)] == ["1", "2", "3", "4"]
 
 
+def test_two_inputs_from_one_source_and_runs_with_or_without_a_listener(engine):
+    # The executor skips building events when nobody listens and waits for a source once even
+    # when two inputs link to it: both runs must agree.
+    b = WorkflowBuilder()
+    c = b.add("Const", value=4)
+    a = b.add("Add", a=c["value"], b=c["value"])
+    b.add("Show", value=a["sum"])
+    wf = b.build()
+    quiet = engine.run(wf, use_cache=False)
+    events = []
+    heard = engine.run(wf, use_cache=False, on_event=events.append)
+    assert quiet.executed == heard.executed == ["1", "2", "3"]
+    assert quiet.output("2", "sum") == heard.output("2", "sum") == 8
+    assert quiet.ui["3"] == heard.ui["3"]
+    assert [e.node_id for e in events if type(e).__name__ == "NodeFinished"] == ["1", "2", "3"]
+    assert isinstance(events[-1], RunFinished) and events[-1].executed == ["1", "2", "3"]
+
+
 def test_use_cache_false_runs_everything_and_leaves_cache(engine):
     wf = chain().build()
     engine.run(wf)
