@@ -9,16 +9,20 @@ from __future__ import annotations
 import difflib
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from graphgen.asyncutil import run_sync
 from graphgen.blocker import ExecutionBlocker
+from graphgen.checks import run_checks
 from graphgen.errors import Issue, WorkflowError
 from graphgen.registry import NodeRegistry, UnknownNodeType
 from graphgen.spec import ConstantError, NodeSpec, coerce_constant, type_words, types_compatible
 from graphgen.workflow import MAX_NESTING, Link, Workflow, nesting_depth, parse_input
+
+if TYPE_CHECKING:
+    from graphgen.context import EngineSettings
 
 
 @dataclass
@@ -66,9 +70,11 @@ class PreparedWorkflow:
         return any(callable(node.spec.inputs[name].choices) for node in self.nodes.values() for name in node.constants)
 
 
-def validate(workflow: Workflow, registry: NodeRegistry, partial: bool = False) -> PreparedWorkflow:
+def validate(workflow: Workflow, registry: NodeRegistry, settings: EngineSettings | None = None,
+             partial: bool = False) -> PreparedWorkflow:
     """Check `workflow`; return it prepared, or raise `WorkflowError` listing every issue.
 
+    `settings` (the engine's folders) are what the nodes' declared checks look in (`graphgen.checks`).
     With `partial` (ComfyUI's server behaviour) an output node whose own checks or whose
     upstream nodes' checks fail is left out, with its issues in `PreparedWorkflow.issues`,
     while the valid outputs still run; `WorkflowError` only when no output is valid.
@@ -88,6 +94,7 @@ def validate(workflow: Workflow, registry: NodeRegistry, partial: bool = False) 
         entry = workflow.nodes[node_id]
         node = PreparedNode(node_id=node_id, spec=spec, constants={}, links={})
         _check_inputs(node, entry.inputs, workflow, specs, issues, graph)
+        issues.extend(run_checks(node_id, spec, node.constants, settings))
         prepared[node_id] = node
 
     issues.extend(_cycle_issues(graph, workflow))

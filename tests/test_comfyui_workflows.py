@@ -17,6 +17,7 @@ import torch
 import cli
 from graphgen import Engine
 from graphgen.comfy_ui import convert_file
+from graphgen.errors import WorkflowError
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "shared" / "comfyui-workflows"
 if not WORKFLOWS.is_dir():
@@ -138,20 +139,23 @@ def test_cli_runs_a_ui_workflow_with_models_dir_and_set(comfy, tmp_path, capsys)
     assert code == 0, err
 
 
-def test_missing_models_are_one_clear_error(comfy, tmp_path):
+def test_missing_models_are_one_clear_error_before_anything_runs(comfy, tmp_path):
     empty = tmp_path / "models"
     (empty / "vae").mkdir(parents=True)
-    result = Engine(output_dir=tmp_path / "out", models_dir=empty).run(BASE, overrides=SMALL)
-    assert result.status == "failed"
-    kolors = str(result.failed["6"])
+    with pytest.raises(WorkflowError) as caught:
+        Engine(output_dir=tmp_path / "out", models_dir=empty).run(BASE, overrides=SMALL)
+    issues = {(i.node_id, i.input): i for i in caught.value.issues}
+    kolors = str(issues[("6", "model")])
     assert str(empty / "diffusers" / "Kolors") in kolors and "diffusers/Kolors/" in kolors
     assert "nothing is downloaded" in kolors
-    vae = str(result.failed["11"])
+    vae = str(issues[("11", "vae_name")])
     assert str(empty / "vae" / "sdxl.vae.safetensors") in vae and "holds no models" in vae
 
-    lora = comfy["engine"].run(WITH_LORA, overrides=SMALL)  # the tutorial's /mnt/workspace path
-    assert "--set 16.lora_path=FILE" in str(lora.failed["16"])
-    assert "/mnt/workspace/models/lightning_logs" in str(lora.failed["16"])
+    with pytest.raises(WorkflowError) as caught:  # the tutorial's /mnt/workspace path
+        comfy["engine"].run(WITH_LORA, overrides=SMALL)
+    (lora,) = caught.value.issues
+    assert (lora.node_id, lora.input) == ("16", "lora_path")
+    assert "--set 16.lora_path=FILE" in str(lora) and "/mnt/workspace/models/lightning_logs" in str(lora)
 
 
 def test_img2img_with_fp16_chatglm_and_a_latent_of_another_size(comfy, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from graphgen import Choice, Input, Node, Output, Result, String
+from graphgen.checks import CheckContext, Problem
 from graphgen.context import EngineSettings
 
 
@@ -48,6 +49,9 @@ class VAEEncode(Node):
         warnings: list[str] = []
         with vae.use() as model:
             height, width = pixels.shape[1], pixels.shape[2]
+            if height < 8 or width < 8:
+                raise ValueError(f"the image is {width}×{height} pixels; VAEEncode needs at least 8×8 (the VAE "
+                                 "works on 8×8 blocks): scale the image up first, e.g. with ImageScale")
             if height % 8 or width % 8:  # crop to a multiple of 8, as ComfyUI does
                 pixels = pixels[:, : height - height % 8, : width - width % 8, :]
             scaled = encode(model, pixels.to(vae.device), warnings=warnings)
@@ -65,11 +69,31 @@ def _input_path(settings: EngineSettings | None, image: str) -> Path:
     return in_input if in_input.exists() or not path.exists() else path
 
 
+def image_file_check(image: str, ctx: CheckContext) -> Problem | None:
+    """Validation: the image exists (input folder or path) and its header is one Pillow reads."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not image:
+        return Problem("no image is given", f"give a file name in the input folder {str(ctx.input_dir)!r}, or a path")
+    path = _input_path(ctx.settings, image)
+    if not path.is_file():
+        return Problem(f"image {image!r} not found in the input folder {str(ctx.input_dir)!r} nor as a path",
+                       "put it in the input folder (--input-dir), or give its full path")
+    try:
+        with Image.open(path) as opened:  # reads the header only
+            opened.size  # noqa: B018
+    except (UnidentifiedImageError, OSError) as exc:
+        return Problem(f"{image!r} is not an image Pillow can read ({type(exc).__name__})",
+                       "give a PNG, JPEG or WebP file")
+    return None
+
+
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP image (EXIF orientation applied); alpha becomes the mask."""
 
     category = "image"
-    inputs = [String("image", default="", description="a file name in the input folder, or a path"),
+    inputs = [String("image", default="", description="a file name in the input folder, or a path",
+                     checks=(image_file_check,)),
               String("upload", default="image", optional=True, description="editor upload widget (unused)")]
     outputs = [Output("IMAGE", "image"), Output("MASK", "mask")]
 

@@ -45,6 +45,7 @@ __all__ = [
     "load_text_encoder",
     "load_unet",
     "load_vae",
+    "locate_component",
 ]
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,34 @@ def _find_component(path: Path, names: tuple[str, ...], looked: list[Path]) -> P
         if (cand / "config.json").is_file():
             return cand
     return None
+
+
+def locate_component(path: PathLike, names: tuple[str, ...]) -> tuple[Path | None, list[Path]]:
+    """Where a component's weights would be read from, without reading them (for validation).
+
+    Returns the file or component folder (with `config.json` and a weights file or index), or None
+    and the paths looked at, as the loaders would look.
+    """
+    p = Path(path).expanduser()
+    looked: list[Path] = []
+    if p.is_file():
+        return p, looked
+    if not p.is_dir():
+        return None, [p]
+    folder = _find_component(p, names, looked)
+    if folder is None:
+        return None, looked
+    for weights, _ in _weight_candidates(folder, torch.float32):
+        if weights.is_file():
+            return folder, looked
+        looked.append(weights)
+    return None, looked
+
+
+def find_tokenizer(source: PathLike, tokenizer_path: PathLike | None = None) -> tuple[Path | None, list[Path]]:
+    """The ChatGLM `tokenizer.model` the text encoder at `source` would use, and the paths looked at."""
+    looked: list[Path] = []
+    return _find_tokenizer(Path(source), tokenizer_path, looked), looked
 
 
 # --------------------------------------------------------------------------- building models

@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output, String
+from graphgen.checks import multiple_of_step
 
 from .schedulers import scheduler_names
 
@@ -70,8 +71,8 @@ class EmptyLatentImage(Node):
     """An empty latent of a size: sampling it is text-to-image."""
 
     category = "latent"
-    inputs = [Int("width", default=1024, min=64, max=8192, step=8),
-              Int("height", default=1024, min=64, max=8192, step=8),
+    inputs = [Int("width", default=1024, min=64, max=8192, step=8, checks=(multiple_of_step,)),
+              Int("height", default=1024, min=64, max=8192, step=8, checks=(multiple_of_step,)),
               Int("batch_size", default=1, min=1, max=4096)]
     outputs = [Output("LATENT", "latent")]
 
