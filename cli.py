@@ -104,9 +104,9 @@ class UsageError(Exception):
 
 
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+    from graphgen.console import make_console
 
-    return Console(stderr=stderr, highlight=False)
+    return make_console(stderr)
 
 
 def _engine(args: argparse.Namespace, **settings: Any) -> Any:
@@ -315,17 +315,38 @@ def cmd_lora_convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def tiny_model_commands(paths: Any, workflow: str = "workflows/kolors_txt2img.json") -> dict[str, list[str]]:
+    """For each layout `tiny-models` writes, a `graphgen run` command line that works with the
+    shipped workflows as they are (small sizes, so that it takes seconds on a CPU)."""
+    small = ["--set", "width=256", "--set", "height=256", "--set", "steps=4"]
+    diffusers = str(paths.diffusers_root)
+    return {
+        "tutorial layout": ["graphgen", "run", workflow, "--models-dir", str(paths.tutorial_models), *small],
+        "ComfyUI layout": ["graphgen", "run", workflow, "--models-dir", str(paths.comfyui_models),
+                           "--set", "kolors=Kolors", "--set", f"vae={paths.comfyui_vae_file.name}", *small],
+        "diffusers layout": ["graphgen", "run", workflow, "--set", f"kolors={diffusers}", "--set", f"vae={diffusers}",
+                             *small],
+    }
+
+
 def cmd_tiny_models(args: argparse.Namespace) -> int:
+    import shlex
+
+    from rich.markup import escape
+
     from graphgen_nodes.kolors.tiny import write_tiny_models
 
     if args.directory.exists() and any(args.directory.iterdir()):
         raise UsageError(f"{args.directory} is not empty; give a new or empty folder (nothing is overwritten)")
     paths = write_tiny_models(args.directory, seed=args.seed)
     console = _console()
-    console.print(f"[green]tiny Kolors models[/] (seed {args.seed}) written to {paths.root}")
-    console.print(f"  tutorial layout:  {paths.tutorial_models}  (kolors/Kolors, sdxl-vae-fp16-fix)")
-    console.print(f"  diffusers layout: {paths.diffusers_root}")
-    console.print(f"  ComfyUI layout:   {paths.comfyui_models}  (use with --models-dir)")
+    console.print(f"[green]tiny Kolors models[/] (seed {args.seed}) written to {escape(str(paths.root))}")
+    console.print("Random weights: the images are noise, but every node runs as with real weights. "
+                  "Try a shipped workflow on each layout:")
+    for layout, command in tiny_model_commands(paths).items():
+        console.print(f"  {layout}:\n    {escape(shlex.join(command))}", soft_wrap=True)
+    console.print(f"  ComfyUI workflows (kijai's nodes) run with --models-dir {escape(str(paths.comfyui_models))}",
+                  soft_wrap=True)
     return EXIT_OK
 
 

@@ -39,6 +39,21 @@ from graphgen.registry import PackProblem
 
 # Per-node lines are printed for workflows up to this size; larger ones show counts only.
 DETAIL_LIMIT = 60
+# Output that goes to a pipe or a file is not wrapped at 80 columns (a wrapped path cannot be
+# copied or grepped); this is its width instead.
+PIPE_WIDTH = 4096
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console for the command line: a terminal's width, or no wrapping when piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty:
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH, soft_wrap=True)
 
 
 def print_issues(console: Console, issues: Iterable[Issue], origin: str = "") -> None:

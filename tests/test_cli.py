@@ -197,3 +197,21 @@ def test_ctrl_c_stops_cleanly_at_the_next_step(tmp_path):
     assert "Traceback" not in err and "cancelling" in err
     last = json.loads(out.strip().splitlines()[-1])
     assert last["event"] == "run_finished" and last["status"] == "cancelled"
+
+
+def test_tiny_models_prints_commands_that_run_the_shipped_workflows(capsys, tmp_path, monkeypatch):
+    import shlex
+
+    code, out, _ = run_cli(capsys, "tiny-models", str(tmp_path / "tiny"))
+    assert code == 0
+    printed = [shlex.split(line.strip()) for line in out.splitlines() if line.strip().startswith("graphgen run")]
+    assert len(printed) == 3
+    assert any("--models-dir" in c and c[c.index("--models-dir") + 1].endswith("tutorial/models") for c in printed)
+    monkeypatch.chdir(ROOT)  # the commands name workflows/... as in the README
+    for index, command in enumerate(printed):
+        argv = command[1:] + ["--output-dir", str(tmp_path / "out"), "--json"]
+        if index:  # one full run is enough; the others must at least pass validation
+            argv = ["validate", *[a for a in argv[1:] if a not in ("--output-dir", str(tmp_path / "out"))]]
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0, err + out[-1500:]
+    assert sorted((tmp_path / "out").rglob("*.png"))
