@@ -305,7 +305,9 @@ def cmd_lora_convert(args: argparse.Namespace) -> int:
     try:
         written = convert_lora(args.source, args.target, to=args.to, lora_alpha=args.lora_alpha)
     except (LoraError, ValueError) as exc:
-        print(f"graphgen: error: {args.source}: {exc}", file=sys.stderr)
+        text = str(exc)
+        print(f"graphgen: error: {text if text.startswith(str(args.source)) else f'{args.source}: {text}'}",
+              file=sys.stderr)
         return EXIT_INVALID
     from graphgen_nodes.lora.lora_file import read_lora
 
@@ -350,6 +352,20 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reader_went_away() -> int:
+    """`graphgen nodes --json | head -1`: the reader has what it wanted; exit quietly with 0.
+
+    What is still buffered for stdout is dropped (pointing stdout at /dev/null), so that the
+    interpreter's final flush does not raise a second BrokenPipeError.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `graphgen` command."""
     parser = build_parser()
@@ -379,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("graphgen: aborted", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        return _reader_went_away()
     except Exception as exc:
         from graphgen.errors import WorkflowError
 

@@ -215,3 +215,37 @@ def test_tiny_models_prints_commands_that_run_the_shipped_workflows(capsys, tmp_
         code, out, err = run_cli(capsys, *argv)
         assert code == 0, err + out[-1500:]
     assert sorted((tmp_path / "out").rglob("*.png"))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".ckpt", ".safetensors"])
+def test_lora_convert_of_a_photo_is_a_clear_error_without_pytorchs_advice(capsys, tmp_path, suffix):
+    from PIL import Image
+
+    photo = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (8, 8)).save(photo, format="PNG")
+    code, out, err = run_cli(capsys, "lora", "convert", str(photo), str(tmp_path / "x.safetensors"), "--to", "kohya")
+    assert code == 2 and "Traceback" not in err
+    assert "weights_only" not in err.replace("weights_only=True", "") and "Re-running" not in err
+    assert len(err.strip().splitlines()) == 1
+    if suffix != ".safetensors":
+        assert "is a PNG image, not a weights file" in err
+
+
+def test_nodes_json_into_a_pipe_that_closes_early_exits_quietly():
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", "import sys, cli; sys.exit(cli.main(['nodes', '--json']))"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdout.close()  # `| head -1` that already went away: every write fails with EPIPE
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, err
+    assert err == ""
+
+
+def test_piped_output_is_not_wrapped(capsys, tmp_path):
+    from graphgen.console import make_console
+
+    console = make_console()  # capsys: stdout is not a terminal
+    long_path = str(tmp_path / ("a-very-long-folder-name-" * 12) / "image.png")
+    console.print(f"saved {long_path}")
+    assert f"saved {long_path}\n" == capsys.readouterr().out

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -125,19 +124,12 @@ def load_state_dict_file(path: PathLike, device: torch.device | str = "cpu") -> 
             return load_file(str(path), device=str(device))
         except (SafetensorError, OSError) as exc:
             raise ModelFileError(f"cannot read safetensors file {path}: {exc}", [path], hint="") from exc
+    from graphgen.pickles import UnsafeOrUnreadablePickle, load_weights_pickle
+
     try:
-        data = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(
-            f"refused to load {path}: the pickle contains objects other than tensors, and pickled "
-            f"weights are only read with torch.load(weights_only=True) ({first}). "
-            "Convert the file to .safetensors with a tool you trust.",
-            [path],
-            hint="",
-        ) from exc
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ModelFileError(f"cannot read weights file {path}: {exc}", [path], hint="") from exc
+        data = load_weights_pickle(path, map_location=device)
+    except UnsafeOrUnreadablePickle as exc:
+        raise ModelFileError(f"cannot load {path}: {exc}", [path], hint="") from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
