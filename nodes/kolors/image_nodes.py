@@ -179,6 +179,34 @@ class SaveImage(Node):
         return Result(ui={"images": saved})
 
 
+PREVIEW_PREFIX = "preview_"
+PREVIEWS_KEPT = 200
+"""Most preview PNGs kept in the temp folder: older ones are deleted as new ones are written."""
+
+
+def prune_previews(temp: Path, keep: int = PREVIEWS_KEPT) -> int:
+    """Delete all but the `keep` newest preview PNGs in `temp` (never any other file); returns how many went.
+
+    Previews are throwaway views, and a long session (a server, an app calling `Engine.run` in a
+    loop) would otherwise fill the disk with them.
+    """
+    try:
+        previews = [(entry.stat().st_mtime_ns, entry) for entry in temp.iterdir()
+                    if entry.name.startswith(PREVIEW_PREFIX) and entry.suffix == ".png" and entry.is_file()
+                    and not entry.is_symlink()]
+    except OSError:
+        return 0
+    previews.sort(reverse=True)
+    removed = 0
+    for _, old in previews[keep:]:
+        try:
+            old.unlink()
+            removed += 1
+        except OSError:  # another process got there first, or it is not ours to delete
+            pass
+    return removed
+
+
 class PreviewImage(Node):
     """Show images: saved as temporary PNGs (in the output folder's `.temp`), not as results."""
 
@@ -191,7 +219,8 @@ class PreviewImage(Node):
         from .images import save_png
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
-        prefix = f"preview_{uuid.uuid4().hex[:8]}"
+        prune_previews(temp, keep=max(PREVIEWS_KEPT - images.shape[0], 0))
+        prefix = f"{PREVIEW_PREFIX}{uuid.uuid4().hex[:8]}"
         saved = []
         for index in range(images.shape[0]):
             path = save_png(images[index], temp, prefix, compress_level=1)
