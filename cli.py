@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    specs = engine.registry.specs()
+    specs = engine.registry.listed()
     if args.type:
         try:
             spec = engine.registry.get(args.type)
@@ -212,7 +212,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             _describe_node(spec.describe())
         return EXIT_OK
     if args.json:
-        print(json.dumps([specs[name].describe() for name in sorted(specs)], indent=2, default=str, ensure_ascii=False))
+        print(json.dumps([{**specs[name].describe(), "type": name} for name in sorted(specs)], indent=2, default=str,
+                         ensure_ascii=False))
         return EXIT_OK
     from rich.table import Table
 

@@ -249,3 +249,38 @@ def test_piped_output_is_not_wrapped(capsys, tmp_path):
     long_path = str(tmp_path / ("a-very-long-folder-name-" * 12) / "image.png")
     console.print(f"saved {long_path}")
     assert f"saved {long_path}\n" == capsys.readouterr().out
+
+
+def test_a_plugin_defining_a_builtin_name_does_not_take_it(capsys, tmp_path, tiny_models):
+    plugins = tmp_path / "plugins"
+    (plugins / "mypack").mkdir(parents=True)
+    (plugins / "mypack" / "__init__.py").write_text(
+        "from graphgen import Node, Input, Result\n"
+        "class SaveImage(Node):\n"
+        "    '''The plugin's own saver.'''\n"
+        "    output_node = True\n"
+        "    inputs = [Input('images', 'IMAGE', force_link=True)]\n"
+        "    def run(self, images):\n"
+        "        return Result(ui={'text': ['saved by mypack']})\n"
+        "NODES = [SaveImage]\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "nodes", "--plugins", str(plugins), "--json")
+    assert code == 0
+    listed = {n["type"]: n for n in json.loads(out)}
+    assert listed["SaveImage"]["pack"] == "kolors" and listed["mypack/SaveImage"]["pack"] == "mypack"
+    assert "'mypack/SaveImage'" in err and "built-in" in err
+
+    code, out, err = run_cli(capsys, "nodes", "SaveImage", "--plugins", str(plugins))
+    assert code == 0 and "pack kolors" in out
+    code, out, err = run_cli(capsys, "nodes", "mypack/SaveImage", "--plugins", str(plugins))
+    assert code == 0 and "The plugin's own saver" in out
+
+    shipped = str(ROOT / "workflows" / "kolors_txt2img.json")
+    code, out, err = run_cli(capsys, "validate", shipped, "--plugins", str(plugins),
+                             "--models-dir", str(tiny_models.tutorial_models))
+    assert code == 0, err
+    data = json.loads((ROOT / "workflows" / "kolors_txt2img.json").read_text(encoding="utf-8"))
+    data["nodes"]["7"]["class_type"] = "mypack/SaveImage"
+    del data["parameters"]["prefix"]  # the plugin's saver takes no prefix
+    code, out, err = run_cli(capsys, "validate", write(tmp_path, data), "--plugins", str(plugins),
+                             "--models-dir", str(tiny_models.tutorial_models))
+    assert code == 0, err
