@@ -147,7 +147,18 @@ class RunView(EventView):
     def _on_node_cached(self, event: NodeCached) -> None:
         if self._detail:
             self.console.print(f"  [dim]•[/] {self._label(event.node_id)} [dim]cached[/]")
+        self._print_ui(event.ui)
         self._advance()
+
+    def _print_ui(self, ui: dict[str, Any] | None) -> None:
+        """An output node's results: saved file paths, texts (one line each, shortened)."""
+        for kind, items in (ui or {}).items():
+            for item in items if isinstance(items, list) else [items]:
+                shown = item.get("path") if isinstance(item, dict) else item
+                if shown is not None and not isinstance(shown, (dict, list)):
+                    text = str(shown)
+                    text = text if len(text) <= 200 else text[:197] + "..."
+                    self.console.print(f"    [dim]{escape(kind)}:[/] {escape(text)}", soft_wrap=True)
 
     def _on_node_progress(self, event: NodeProgress) -> None:
         task = self._steps.get(event.node_id)
@@ -169,13 +180,7 @@ class RunView(EventView):
         self._end_steps(event.node_id)
         if self._detail:
             self.console.print(f"  [green]✓[/] {self._label(event.node_id)} [dim]{event.seconds:.2f}s[/]")
-        for kind, items in (event.ui or {}).items():
-            for item in items if isinstance(items, list) else [items]:
-                shown = item.get("path") if isinstance(item, dict) else item
-                if shown is not None and not isinstance(shown, (dict, list)):
-                    text = str(shown)
-                    text = text if len(text) <= 200 else text[:197] + "..."
-                    self.console.print(f"    [dim]{escape(kind)}:[/] {escape(text)}", soft_wrap=True)
+        self._print_ui(event.ui)
         self._advance()
 
     def _on_node_failed(self, event: NodeFailed) -> None:

@@ -179,7 +179,8 @@ class ExecutionList:
                 spec = self.nodes[node_id].spec
                 self.result.cached.append(node_id)
                 self.result.outputs[node_id] = single_values(spec, cached.values)
-                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
+                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
+                                     ui=cached.ui))
 
     # -- joining nodes -------------------------------------------------------------------------------
     def _add_key(self, node: PreparedNode) -> None:
@@ -236,7 +237,8 @@ class ExecutionList:
             if cached is not None:
                 self.result.cached.append(node_id)
                 node = self.nodes[node_id]
-                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name))
+                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name,
+                                     ui=cached.ui))
                 self._done(node_id, cached.values, cached.ui)
                 continue
             self._wait_for(node_id, self._strong_sources(self.nodes[node_id]))
@@ -285,7 +287,8 @@ class ExecutionList:
             cached = self.policy.recheck(node_id)
             if cached is not None:
                 self.result.cached.append(node_id)
-                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
+                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
+                                     ui=cached.ui))
                 self._done(node_id, cached.values, cached.ui)
                 return None
             self.started[node_id] = time.perf_counter()

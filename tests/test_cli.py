@@ -284,3 +284,55 @@ def test_a_plugin_defining_a_builtin_name_does_not_take_it(capsys, tmp_path, tin
     code, out, err = run_cli(capsys, "validate", write(tmp_path, data), "--plugins", str(plugins),
                              "--models-dir", str(tiny_models.tutorial_models))
     assert code == 0, err
+
+
+def test_readme_node_example_shows_its_result(capsys, tmp_path):
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Writing nodes"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    workflow = re.search(r"`(\{\"1\": \{\"class_type\": \"Repeat\".*?)`", section).group(1)
+    (tmp_path / "plugins" / "mypack").mkdir(parents=True)
+    (tmp_path / "plugins" / "mypack" / "__init__.py").write_text(code, encoding="utf-8")
+    (tmp_path / "hello.json").write_text(workflow, encoding="utf-8")
+    base = ["run", str(tmp_path / "hello.json"), "--plugins", str(tmp_path / "plugins"),
+            "--output-dir", str(tmp_path / "out")]
+    status, out, err = run_cli(capsys, *base)
+    assert status == 0, err
+    assert "text: hi hi hi" in out
+    status, out, err = run_cli(capsys, *base, "--json")
+    finished = [json.loads(line) for line in out.splitlines() if '"node_finished"' in line]
+    assert [e["ui"] for e in finished if e["node_id"] == "2"] == [{"text": ["hi hi hi "]}]
+
+
+def test_text_of_a_cached_output_node_is_shown_again(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from graphgen import Engine, Input, Node, Result
+    from graphgen.console import RunView
+    from graphgen.registry import NodeRegistry
+
+    class Say(Node):
+        output_node = True
+        inputs = [Input("text", "STRING")]
+
+        def run(self, text: str) -> Result:
+            return Result(ui={"text": [text.upper()]})
+
+    registry = NodeRegistry()
+    registry.register(Say)
+    engine = Engine(registry=registry, output_dir=tmp_path)
+    workflow = {"1": {"class_type": "Say", "inputs": {"text": "hello"}}}
+    shown = []
+    for _ in range(2):
+        stream = io.StringIO()
+        events = []
+        with RunView(Console(file=stream, width=200)) as view:
+            engine.run(workflow, on_event=lambda e, view=view: (events.append(e.to_dict()), view(e)))
+        shown.append(stream.getvalue())
+        assert [e["ui"] for e in events if e["event"] in ("node_finished", "node_cached")] == [{"text": ["HELLO"]}]
+    assert "cached" in shown[1]
+    assert all("text: HELLO" in text for text in shown)
