@@ -331,7 +331,7 @@ def test_text_of_a_cached_output_node_is_shown_again(tmp_path):
         stream = io.StringIO()
         events = []
         with RunView(Console(file=stream, width=200)) as view:
-            engine.run(workflow, on_event=lambda e, view=view: (events.append(e.to_dict()), view(e)))
+            engine.run(workflow, on_event=lambda e, view=view, events=events: (events.append(e.to_dict()), view(e)))
         shown.append(stream.getvalue())
         assert [e["ui"] for e in events if e["event"] in ("node_finished", "node_cached")] == [{"text": ["HELLO"]}]
     assert "cached" in shown[1]
