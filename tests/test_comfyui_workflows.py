@@ -174,3 +174,42 @@ def test_quantised_chatglm_is_refused_clearly_without_optimum_quanto(comfy, tmp_
     result = engine.run(IMG2IMG, overrides={**SMALL, "17.image": str(comfy["image"])})
     message = str(result.failed["13"])
     assert "'quant8'" in message and "optimum-quanto" in message and "fp16" in message
+
+
+def kijai_first_version(legacy: bool) -> dict:
+    """kijai's first Kolors example (API form): KolorsTextEncode took the whole model as `kolors_model`."""
+    encode = {"prompt": "a cat | a dog", "negative_prompt": ""}
+    nodes = {
+        "1": {"class_type": "DownloadAndLoadKolorsModel", "inputs": {"model": "Kwai-Kolors/Kolors", "precision": "fp32"}},
+        "2": {"class_type": "KolorsTextEncode", "inputs": {**encode, "kolors_model": ["1", 0]}},
+        "3": {"class_type": "KolorsSampler", "inputs": {
+            "kolors_model": ["1", 0], "kolors_embeds": ["2", 0], "width": 64, "height": 64, "seed": 3, "steps": 2,
+            "cfg": 5.0, "scheduler": "EulerDiscreteScheduler"}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": "sdxl.vae.safetensors"}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 0]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    }
+    if not legacy:  # today's form: the encoder from its own loader
+        nodes["7"] = {"class_type": "DownloadAndLoadChatGLM3", "inputs": {"precision": "fp16"}}
+        nodes["2"]["inputs"] = {**encode, "chatglm3_model": ["7", 0]}
+    return nodes
+
+
+def test_kijais_older_text_encode_with_kolors_model_runs(comfy):
+    engine = comfy["engine"]
+    legacy = engine.run(kijai_first_version(legacy=True))
+    today = engine.run(kijai_first_version(legacy=False))
+    assert images(legacy, "5").shape == (2, 64, 64, 3)
+    assert torch.equal(images(legacy, "5"), images(today, "5"))  # the same encoder, read from the same folder
+
+
+def test_a_legacy_input_name_and_its_new_name_together_are_refused(comfy):
+    workflow = kijai_first_version(legacy=True)
+    workflow["7"] = {"class_type": "DownloadAndLoadChatGLM3", "inputs": {"precision": "fp16"}}
+    workflow["2"]["inputs"]["chatglm3_model"] = ["7", 0]
+    (issue,) = comfy["engine"].validate(workflow)
+    assert (issue.code, issue.node_id, issue.input) == ("duplicate_input", "2", "kolors_model")
+    workflow = kijai_first_version(legacy=True)
+    workflow["2"]["inputs"]["kolors_model"] = ["4", 0]  # a VAE is neither the old nor the new type
+    (issue,) = comfy["engine"].validate(workflow)
+    assert issue.code == "return_type_mismatch" and issue.input == "chatglm3_model"
