@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -14,12 +16,14 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from graphgen.errors import Issue
 from graphgen.events import (
@@ -87,6 +91,19 @@ class JsonEventWriter:
         self.stream.flush()
 
 
+class EtaColumn(TimeRemainingColumn):
+    """Time remaining: the view's own estimate where it set one (`eta` field, seconds or None for
+    unknown), else rich's estimate from the task's speed."""
+
+    def render(self, task: Task) -> Text:
+        if "eta" not in task.fields:
+            return super().render(task)
+        eta = task.fields["eta"]
+        if eta is None:
+            return Text("-:--:--", style="progress.remaining")
+        return Text(str(timedelta(seconds=max(0, int(eta + 0.5)))), style="progress.remaining")
+
+
 class EventView:
     """Base of the live views: a rich progress display, used as a context manager and as `on_event`.
 
@@ -97,7 +114,7 @@ class EventView:
         self.console = console
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+            TimeElapsedColumn(), TextColumn("eta"), EtaColumn(), console=console, transient=True,
         )
 
     def __enter__(self) -> EventView:
@@ -119,28 +136,52 @@ class RunView(EventView):
     Use as a context manager and pass the instance as `on_event`.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(console)
         self._overall: TaskID | None = None
         self._steps: dict[str, TaskID] = {}
         self._types: dict[str, str] = {}
         self._detail = True
         self._done = 0
+        self._total = 0
+        self._clock = clock
+        self._started: dict[str, float] = {}
+        self._ran: list[float] = []  # seconds of the nodes that ran (not cached)
 
     def _advance(self) -> None:
         self._done += 1
         if self._overall is not None:
-            self.progress.update(self._overall, completed=self._done)
+            self.progress.update(self._overall, completed=self._done, eta=self.eta())
+
+    def eta(self, node_id: str | None = None, value: float = 0, total: float | None = None) -> float | None:
+        """Seconds left in the run: what the running node's own steps say is left of it, plus the
+        nodes not started yet at the average time of those that ran. None when nothing tells.
+
+        (An estimate from the number of nodes done alone says "1 second" while a training node that
+        started after a few quick loaders has minutes to go.)
+        """
+        pending = max(self._total - self._done, 0)
+        average = sum(self._ran) / len(self._ran) if self._ran else None
+        if node_id is None or node_id not in self._started:
+            return average * pending if average is not None else None
+        elapsed = self._clock() - self._started[node_id]
+        if not total or value <= 0:
+            return None
+        remaining = elapsed * (total - value) / value
+        later = max(pending - 1, 0)
+        return remaining + (average * later if average is not None else 0.0)
 
     def _on_run_started(self, event: RunStarted) -> None:
         self._types = dict(event.node_types)
         self._detail = len(event.nodes) <= DETAIL_LIMIT
-        self._overall = self.progress.add_task("nodes", total=len(event.nodes))
+        self._total = len(event.nodes)
+        self._overall = self.progress.add_task("nodes", total=len(event.nodes), eta=None)
 
     def _label(self, node_id: str) -> str:
         return f"{escape(node_id)} [cyan]{escape(self._types.get(node_id, ''))}[/]"
 
     def _on_node_started(self, event: NodeStarted) -> None:
+        self._started[event.node_id] = self._clock()
         if self._overall is not None:
             self.progress.update(self._overall, description=f"running {self._label(event.node_id)}")
 
@@ -167,6 +208,8 @@ class RunView(EventView):
             self._steps[event.node_id] = task
         description = f"  {self._label(event.node_id)}" + (f" {escape(event.message)}" if event.message else "")
         self.progress.update(task, completed=event.value, total=event.total, description=description)
+        if self._overall is not None:
+            self.progress.update(self._overall, eta=self.eta(event.node_id, event.value, event.total))
 
     def _end_steps(self, node_id: str) -> None:
         task = self._steps.pop(node_id, None)
@@ -178,6 +221,7 @@ class RunView(EventView):
 
     def _on_node_finished(self, event: NodeFinished) -> None:
         self._end_steps(event.node_id)
+        self._ran.append(event.seconds)
         if self._detail:
             self.console.print(f"  [green]✓[/] {self._label(event.node_id)} [dim]{event.seconds:.2f}s[/]")
         self._print_ui(event.ui)

@@ -336,3 +336,31 @@ def test_text_of_a_cached_output_node_is_shown_again(tmp_path):
         assert [e["ui"] for e in events if e["event"] in ("node_finished", "node_cached")] == [{"text": ["HELLO"]}]
     assert "cached" in shown[1]
     assert all("text: HELLO" in text for text in shown)
+
+
+def test_overall_eta_follows_a_long_node(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from graphgen.console import EtaColumn, RunView
+    from graphgen.events import NodeFinished, NodeProgress, NodeStarted, RunStarted
+
+    now = [0.0]
+    view = RunView(Console(file=io.StringIO(), width=200), clock=lambda: now[0])
+    with view:
+        view(RunStarted(run_id="r", nodes=["1", "2", "3", "4"], node_types={"1": "Load", "2": "Load", "3": "Train",
+                                                                             "4": "Save"}))
+        for node in ("1", "2"):  # two quick loaders
+            view(NodeStarted(run_id="r", node_id=node))
+            now[0] += 0.5
+            view(NodeFinished(run_id="r", node_id=node, seconds=0.5))
+        view(NodeStarted(run_id="r", node_id="3"))
+        now[0] += 20.0
+        view(NodeProgress(run_id="r", node_id="3", value=10, total=100))  # 20 s for 10 % of the training
+        overall = view.progress.tasks[0]
+        assert overall.fields["eta"] == pytest.approx(180.0 + 0.5)  # 90 % of the node left, then one quick node
+        assert str(EtaColumn().render(overall)) == "0:03:01"
+        now[0] += 160.0
+        view(NodeProgress(run_id="r", node_id="3", value=90, total=100))
+        assert view.progress.tasks[0].fields["eta"] == pytest.approx(20.0 + 0.5)
