@@ -183,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         blocking = [i for i in prepared.issues if i.node_id in needed or i.node_id is None]
         if blocking or any(t not in prepared.nodes for t in targets):
             return _invalid(args, WorkflowError(blocking or prepared.issues))
+    _warn_long_cpu_run(prepared)
     from graphgen.interrupts import StopOnInterrupt
 
     with StopOnInterrupt(engine.cancel, "cancelling at the next step"):
@@ -194,6 +195,27 @@ def cmd_run(args: argparse.Namespace) -> int:
                 result = engine.run(prepared, on_event=view, force=args.force, outputs=targets)
             print_summary(console, result, debug=args.debug)
     return {"success": EXIT_OK, "failed": EXIT_NODE_FAILED, "cancelled": EXIT_CANCELLED}[result.status]
+
+
+def _accelerated() -> bool:
+    """Whether torch sees a GPU (CUDA or Apple's MPS); False without torch."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    return bool(torch.cuda.is_available() or (mps is not None and mps.is_available()))
+
+
+def _warn_long_cpu_run(prepared: Any) -> None:
+    """Before a long run on a CPU, say what it will cost and how to make it small (on stderr)."""
+    from graphgen.cost import cpu_warning
+
+    warning = cpu_warning(prepared, _accelerated())
+    if warning:
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[yellow]note:[/] {escape(warning)}", soft_wrap=True)
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
