@@ -241,7 +241,7 @@ def test_ray_executor_without_ray_says_how_to_install(monkeypatch, tmp_path):
 
 def run_cli(argv: list[str]) -> int:
     """`graphgen run ...` with the batch flags, whether or not cli.py wires them in already."""
-    import cli
+    from graphgen import cli
 
     parser = cli.build_parser()
     run_parser = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)

@@ -83,7 +83,7 @@ def local_reference(small, tmp_path_factory):
 
 def test_sweep_on_two_gpus_matches_local_and_loads_models_once_per_actor(ray_cluster, small, local_reference,
                                                                           tmp_path, capsys):
-    import cli
+    from graphgen import cli
     from graphgen.batch.command import add_batch_arguments, batch_requested, run_batch_command
 
     argv = ["run", str(TXT2IMG), "--output-dir", str(tmp_path), "--sweep", f"seed=1..{SEEDS}", "--ray", "auto",

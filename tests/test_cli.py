@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from graphgen import cli
 
 DATA = Path(__file__).parent / "data"
 PLUGINS = str(DATA / "plugins")
@@ -234,7 +234,7 @@ def test_lora_convert_of_a_photo_is_a_clear_error_without_pytorchs_advice(capsys
 def test_nodes_json_into_a_pipe_that_closes_early_exits_quietly():
     import subprocess
 
-    process = subprocess.Popen([sys.executable, "-c", "import sys, cli; sys.exit(cli.main(['nodes', '--json']))"],
+    process = subprocess.Popen([sys.executable, "-c", "import sys; from graphgen import cli; sys.exit(cli.main(['nodes', '--json']))"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     process.stdout.close()  # `| head -1` that already went away: every write fails with EPIPE
     err = process.stderr.read().decode()
@@ -364,3 +364,15 @@ def test_overall_eta_follows_a_long_node(tmp_path):
         now[0] += 160.0
         view(NodeProgress(run_id="r", node_id="3", value=90, total=100))
         assert view.progress.tasks[0].fields["eta"] == pytest.approx(20.0 + 0.5)
+
+
+def test_the_command_is_installed_from_inside_graphgen():
+    import subprocess
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"]["graphgen"] == "graphgen.cli:main"
+    assert "cli" not in project["tool"]["setuptools"].get("py-modules", [])
+    for argv in ([sys.executable, "-m", "graphgen", "--version"], [sys.executable, str(ROOT / "cli.py"), "--version"]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT / "tests")
+        assert done.returncode == 0 and done.stdout.startswith("graphgen "), done.stderr

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-from graphgen import Engine
+from graphgen import Engine, cli
 from graphgen.comfy_ui import convert_file
 from graphgen.errors import WorkflowError
 

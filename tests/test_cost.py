@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
-from graphgen import Engine
+from graphgen import Engine, cli
 from graphgen.cost import cpu_warning, estimate_work
 from graphgen.overrides import parse_set_arguments
 

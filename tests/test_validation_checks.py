@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import cli
-from graphgen import Engine, Input, Int, Node, Output
+from graphgen import Engine, Input, Int, Node, Output, cli
 from graphgen.checks import CheckContext, Problem, multiple_of_step, text_problem
 from graphgen.errors import WorkflowError
 from graphgen.registry import NodeRegistry

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import cli
+from graphgen import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
