@@ -194,11 +194,9 @@ def test_resume_skips_finished_jobs_and_outputs_are_never_rewritten(engine, smal
 
 
 def test_a_failing_job_is_reported_with_its_overrides_and_the_rest_finish(engine, small, tmp_path):
-    broken = tmp_path / "no-such-model"  # laid out like a Kolors folder (validation passes), unreadable weights
-    for part in ("unet", "text_encoder", "vae"):
-        (broken / part).mkdir(parents=True)
-        (broken / part / "config.json").write_text("{}")
-        (broken / part / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+    from fixtures_kolors import unreadable_kolors_folder
+
+    broken = unreadable_kolors_folder(tmp_path / "no-such-model")  # fails when it loads, not at validation
     jobs = [{"seed": 1}, {"seed": 2, "kolors": str(broken)}, {"seed": 3}, {"seed": 4, "steps": 0}]
     events: list = []
     result = run_batch(TXT2IMG, jobs, engine=engine, overrides=small, output_dir=tmp_path, on_event=_events(events))

@@ -165,7 +165,10 @@ def test_a_killed_actor_is_restarted_and_loses_no_job(executor, small, local_ref
 
 
 def test_a_failing_job_is_reported_and_the_rest_finish(executor, small, tmp_path):
-    jobs = [{"seed": 1}, {"seed": 2, "kolors": str(tmp_path / "no-such-model")}, {"seed": 3}, {"seed": 4}]
+    from fixtures_kolors import unreadable_kolors_folder
+
+    broken = unreadable_kolors_folder(tmp_path / "no-such-model")  # fails when it loads, not at validation
+    jobs = [{"seed": 1}, {"seed": 2, "kolors": str(broken)}, {"seed": 3}, {"seed": 4}]
     events: list[dict] = []
     result = run_batch(TXT2IMG, jobs, executor=executor, overrides=small, output_dir=tmp_path,
                        on_event=lambda e: events.append(e.to_dict()))
