@@ -116,7 +116,7 @@ def run_checks(node_id: str, spec: NodeSpec, constants: dict[str, Any],
     """Run the declared checks of every constant input of one node, and the text check.
 
     A check that raises is reported as a problem of that input (a broken check must not make
-    validation crash), naming the exception.
+    validation crash), naming the exception; a `FileNotFoundError` is reported by its message.
     """
     issues: list[Issue] = []
     for name, value in constants.items():
@@ -133,6 +133,8 @@ def run_checks(node_id: str, spec: NodeSpec, constants: dict[str, Any],
             for check in input_spec.checks:
                 try:
                     outcome = check(value, ctx)
+                except FileNotFoundError as exc:  # e.g. a path a confined (server) run may not read
+                    outcome = Problem(str(exc))
                 except Exception as exc:  # noqa: BLE001 - reported, not raised
                     outcome = Problem(f"could not be checked: {type(exc).__name__}: {exc}")
                 if isinstance(outcome, str):

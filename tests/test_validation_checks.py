@@ -164,10 +164,21 @@ def test_a_check_that_crashes_is_reported_not_raised(tmp_path):
         type_name = "Broken"
         inputs = [Int("size", default=64, checks=(broken,))]
 
+    def refused(value: int, ctx: CheckContext) -> None:
+        raise FileNotFoundError("image 'x.png' is not available here")
+
+    class Refused(Sized):
+        type_name = "Refused"
+        inputs = [Int("size", default=64, checks=(refused,))]
+
     registry = NodeRegistry()
     registry.register(Broken)
-    (issue,) = Engine(registry=registry, output_dir=tmp_path).validate({"1": {"class_type": "Broken", "inputs": {}}})
+    registry.register(Refused)
+    engine = Engine(registry=registry, output_dir=tmp_path)
+    (issue,) = engine.validate({"1": {"class_type": "Broken", "inputs": {}}})
     assert issue.input == "size" and "RuntimeError: boom" in issue.message
+    (issue,) = engine.validate({"1": {"class_type": "Refused", "inputs": {}}})
+    assert issue.message == "image 'x.png' is not available here"  # a path resolver's refusal, as it is
 
 
 def test_vae_encode_of_a_1x1_image_is_graphgens_message(tiny_models, tmp_path):
