@@ -226,7 +226,11 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         try:
             spec = engine.registry.get(args.type)
         except KeyError:
-            close = engine.registry.closest(args.type)
+            packs = engine.registry.ambiguity(args.type)
+            if packs:
+                raise UsageError(f"node type {args.type!r} is defined by packs {', '.join(packs)}: describe one as "
+                                 + " or ".join(f"{p}/{args.type}" for p in packs)) from None
+            close = [c for c in engine.registry.closest(args.type) if c != args.type]
             raise UsageError(f"unknown node type {args.type!r}" +
                              (f"; did you mean {', '.join(close)}?" if close else "")) from None
         if args.json:

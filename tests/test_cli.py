@@ -376,3 +376,16 @@ def test_the_command_is_installed_from_inside_graphgen():
     for argv in ([sys.executable, "-m", "graphgen", "--version"], [sys.executable, str(ROOT / "cli.py"), "--version"]):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT / "tests")
         assert done.returncode == 0 and done.stdout.startswith("graphgen "), done.stderr
+
+
+def test_nodes_names_the_packs_of_an_ambiguous_type(capsys, tmp_path):
+    for pack in ("one", "two"):
+        (tmp_path / pack).mkdir()
+        (tmp_path / pack / "__init__.py").write_text(
+            "from graphgen import Node, Output\n"
+            "class Shared(Node):\n    outputs = [Output('INT')]\n    def run(self):\n        return 1\n"
+            "NODES = [Shared]\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "nodes", "Shared", "--plugins", str(tmp_path))
+    assert code == 2 and "one/Shared or two/Shared" in err and "did you mean" not in err
+    code, out, err = run_cli(capsys, "nodes", "--plugins", str(tmp_path), "--json")
+    assert {"one/Shared", "two/Shared"} <= {n["type"] for n in json.loads(out)}
