@@ -37,12 +37,16 @@ class EngineSettings:
         input_dir: Where image loaders look for relative file names.
         models_dir: Root of a models folder (ComfyUI layout) for name-based loaders.
         temp_dir: Scratch space (previews); defaults to `<output_dir>/.temp`.
+        confine_paths: Built-in nodes read files only inside the input, models and output folders,
+            and a refusal does not say whether the file exists (`graphgen.paths`). The server sets
+            it; command-line runs and embedding apps read any path, as before.
     """
 
     output_dir: Path = field(default_factory=lambda: Path("output"))
     input_dir: Path = field(default_factory=lambda: Path("input"))
     models_dir: Path | None = None
     temp_dir: Path | None = None
+    confine_paths: bool = False
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)

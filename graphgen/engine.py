@@ -26,6 +26,7 @@ from graphgen.cache import OutputCache
 from graphgen.context import EngineSettings
 from graphgen.events import Event
 from graphgen.executor import Executor, RunResult, settings_for_run
+from graphgen.files import file_identity
 from graphgen.models import ModelStore
 from graphgen.overrides import apply_overrides
 from graphgen.registry import NodeRegistry, default_registry
@@ -112,11 +113,9 @@ class Engine:
         elif isinstance(workflow, dict):
             content = workflow
         elif isinstance(workflow, (str, Path)) and not str(workflow).lstrip().startswith(("{", "[")):
-            try:
-                stat = os.stat(workflow)
-            except (OSError, ValueError):  # ValueError: a NUL in the name
+            content = file_identity(workflow)
+            if content[1] != "file":  # missing, unreadable or a NUL in the name: not memoized
                 return None
-            content = (os.path.abspath(workflow), stat.st_size, stat.st_mtime_ns)
         elif isinstance(workflow, (str, bytes)):
             content = workflow
         else:

@@ -1,4 +1,5 @@
-"""Writing files safely: atomically, never clobbering, never outside the output folder.
+"""Files: writing them safely (atomically, never clobbering, never outside the output folder),
+and telling when a file that was read has changed (`file_identity`).
 
 Every file graphgen and its packs write (images, LoRAs, checkpoints, caches, workflows) goes
 through here: a temporary file in the target folder is written and synced, then published under
@@ -11,18 +12,72 @@ reserved with O_EXCL first). Files get the usual permissions (0666 minus the uma
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 MAX_COUNTER = 99_999_999
+#: Files of a model folder that loaders read (weights, configs, tokenizers): what a folder's identity covers.
+MODEL_FILE_SUFFIXES = (".safetensors", ".sft", ".bin", ".ckpt", ".pt", ".pth", ".json", ".model", ".txt",
+                       ".tiktoken", ".gguf")
+#: How deep `file_identity` looks into a folder (a Kolors root → text_encoder → its files is 2).
+FOLDER_DEPTH = 3
 
 
 class UnsafePathError(ValueError):
     """A file name would leave the folder it must stay in."""
+
+
+def _stat_identity(stat: os.stat_result) -> tuple[int, ...]:
+    # size and mtime alone miss a same-size replacement whose mtime was kept (`cp -p`, `rsync -t`,
+    # unpacking an archive); the inode (a new file) and st_ctime_ns (set by the kernel on every
+    # write, rename or chmod; no copy can preserve it) catch it.
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def file_identity(path: str | os.PathLike[str], suffixes: Sequence[str] = MODEL_FILE_SUFFIXES) -> tuple[Any, ...]:
+    """What identifies a file's (or a model folder's) current contents, for cache keys.
+
+    The one rule every loader and fingerprint uses: a file is its device, inode, size, mtime and
+    ctime. A folder (a diffusers layout, a tutorial Kolors root) is the identities of the files in
+    it whose names end with one of `suffixes`, down to `FOLDER_DEPTH` levels (following symbolic
+    links, as the loaders do), folded into one digest. A missing or unreadable path has an
+    identity too (so the node runs and reports the problem itself, and is never served from a
+    cache made when the file existed).
+
+    Args:
+        path: The file or folder.
+        suffixes: For folders: the file name endings the loaders read.
+
+    Returns:
+        A hashable, printable tuple that changes whenever the contents may have changed.
+    """
+    root = Path(path)
+    try:
+        stat = root.stat()
+        if not root.is_dir():
+            return (str(root.resolve()), "file", *_stat_identity(stat))
+        entries: list[tuple[str, tuple[int, ...]]] = []
+        base_depth = len(root.parts)
+        for folder, dirs, files in os.walk(root, followlinks=True):
+            if len(Path(folder).parts) - base_depth >= FOLDER_DEPTH:
+                dirs[:] = []  # also stops a symbolic-link loop
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(tuple(suffixes)):
+                    full = os.path.join(folder, name)
+                    with contextlib.suppress(OSError):  # a dangling link: not read by any loader either
+                        entries.append((os.path.relpath(full, root), _stat_identity(os.stat(full))))
+        digest = hashlib.blake2b(repr(entries).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        return (str(root.resolve()), "folder", len(entries), digest)
+    except FileNotFoundError:
+        return (str(root), "missing")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        return (str(root), "unreadable", getattr(exc, "errno", None))
 
 
 def relative_parts(relative: str) -> list[str]:

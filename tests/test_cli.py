@@ -266,11 +266,11 @@ def test_a_plugin_defining_a_builtin_name_does_not_take_it(capsys, tmp_path, tin
     code, out, err = run_cli(capsys, "nodes", "--plugins", str(plugins), "--json")
     assert code == 0
     listed = {n["type"]: n for n in json.loads(out)}
-    assert listed["SaveImage"]["pack"] == "kolors" and listed["mypack/SaveImage"]["pack"] == "mypack"
+    assert listed["SaveImage"]["pack"] == "core" and listed["mypack/SaveImage"]["pack"] == "mypack"
     assert "'mypack/SaveImage'" in err and "built-in" in err
 
     code, out, err = run_cli(capsys, "nodes", "SaveImage", "--plugins", str(plugins))
-    assert code == 0 and "pack kolors" in out
+    assert code == 0 and "pack core" in out
     code, out, err = run_cli(capsys, "nodes", "mypack/SaveImage", "--plugins", str(plugins))
     assert code == 0 and "The plugin's own saver" in out
 

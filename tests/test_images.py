@@ -198,7 +198,7 @@ def test_bad_inputs(tmp_path):
 
 def test_previews_do_not_pile_up_in_the_temp_folder(tmp_path):
     from graphgen import Engine
-    from graphgen_nodes.kolors.image_nodes import PREVIEWS_KEPT
+    from graphgen_nodes.core.io_nodes import PREVIEWS_KEPT
 
     temp = tmp_path / "out" / ".temp"
     temp.mkdir(parents=True)

@@ -184,7 +184,7 @@ def test_prompt_batches_and_choices():
 def test_png_chunks_carry_the_comfyui_graph_when_there_is_one():
     import json
 
-    from graphgen_nodes.kolors.image_nodes import png_text_chunks
+    from graphgen_nodes.core.io_nodes import png_text_chunks
 
     workflow = {"format": "graphgen", "metadata": {"comfyui_workflow": {"nodes": [], "links": []}, "title": "t"},
                 "nodes": {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},

@@ -172,3 +172,47 @@ def test_training_other_data_never_replaces_an_earlier_lora(trained, tiny_models
     assert (out / "models" / "kolors_lora.loss.csv").is_file() and (out / "models" / "kolors_lora_00002.loss.csv").is_file()
     again = Engine(output_dir=out).run(WORKFLOW, overrides=settings(tiny_models, other))
     assert "reused" in again.ui["3"]["text"][0] and Path(again.output("3", "lora_path")) == second_path
+
+
+def test_an_edited_dataset_retrains_in_the_same_engine(tiny_models, tmp_path):
+    """Issue 10: the trainer's cache fingerprint covers the metadata and every image it lists."""
+    import io
+    import os
+    import time
+
+    from PIL import Image
+
+    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+
+    def png(colour: tuple[int, int, int]) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), colour).save(buffer, format="PNG", compress_level=0)  # size: 64x64 only
+        return buffer.getvalue()
+
+    data = write_synthetic_dataset(tmp_path / "data", count=2, size=64)
+    image = data / "train" / "0000.png"
+    image.write_bytes(png((200, 10, 10)))
+    engine = Engine(output_dir=tmp_path / "out")
+    overrides = settings(tiny_models, data, steps_per_epoch=2, **{"3.save_every_n_steps": 0})
+
+    def train() -> tuple[bool, str]:
+        result = engine.run(WORKFLOW, overrides=overrides, outputs=["3"])
+        assert result.ok, result.failed
+        return "3" in result.executed, result.output("3", "lora_path")
+
+    ran, first = train()
+    assert ran
+    assert train() == (False, first)  # untouched: from the cache
+
+    metadata = data / "train" / "metadata.csv"
+    metadata.write_text(metadata.read_text(encoding="utf-8-sig").replace("a ", "one "), encoding="utf-8-sig")
+    ran, second = train()
+    assert ran and second != first  # new captions: trained again, under a new name
+
+    before = os.stat(image)
+    time.sleep(0.02)
+    image.write_bytes(png((10, 10, 200)))  # same size, its mtime put back: `cp -p`-like
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    ran, third = train()
+    assert ran and third not in (first, second)
+    assert train()[0] is False

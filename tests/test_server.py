@@ -278,6 +278,52 @@ def test_upload_then_view_sizes_names_and_limits(server):
     run(main())
 
 
+def test_outputs_are_never_overwritten_by_uploads_and_long_names_are_400(server):
+    """Issue 10: `type=output&overwrite=true` replaced a generated image; a 5000-character name answered 500."""
+    state = server.state
+    state.output_dir.mkdir(parents=True, exist_ok=True)
+    generated = state.output_dir / "render_00001_.png"
+    generated.write_bytes(png_bytes(8))
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server.url) as s:
+            status, body = await call(s, "POST", "/upload/image",
+                                      data=upload_form("render_00001_.png", png_bytes(12), type="output", overwrite="true"))
+            assert status == 200 and body["type"] == "output" and body["name"] != "render_00001_.png"
+            assert generated.read_bytes() == png_bytes(8)
+            assert (state.output_dir / body["name"]).read_bytes() == png_bytes(12)
+            state.temp_dir.mkdir(parents=True, exist_ok=True)
+            (state.temp_dir / "preview.png").write_bytes(png_bytes(8))
+            status, body = await call(s, "POST", "/upload/image",
+                                      data=upload_form("preview.png", png_bytes(12), type="temp", overwrite="true"))
+            assert status == 200 and body["name"] != "preview.png"
+            assert (state.temp_dir / "preview.png").read_bytes() == png_bytes(8)
+            for params in [{"filename": "a" * 5000}, {"filename": "a.png", "subfolder": "b" * 5000},
+                           {"filename": "a.png", "subfolder": "/".join(["c" * 300] * 3)}]:
+                status, body = await call(s, "GET", "/view", params=params)
+                assert status == 400 and body["error"]["type"] == "invalid_filename", (status, body)
+            status, body = await call(s, "POST", "/upload/image", data=upload_form("x" * 400 + ".png", png_bytes()))
+            assert status == 400
+
+    run(main())
+
+
+def test_uploads_over_the_pixel_limit_are_refused_before_decoding(server, monkeypatch):
+    from test_limits import declared_png
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server.url) as s:
+            status, body = await call(s, "POST", "/upload/image", data=upload_form("bomb.png", declared_png(12000, 12000)))
+            assert status == 413 and body["error"]["type"] == "image_too_large"
+            assert "12000x12000 (144.0 megapixels), over the limit of 67.1 megapixels" in body["error"]["message"]
+            monkeypatch.setenv("GRAPHGEN_MAX_IMAGE_PIXELS", "100")
+            status, body = await call(s, "POST", "/upload/image", data=upload_form("small.png", png_bytes(16)))
+            assert status == 413 and "16x16" in body["error"]["message"]
+
+    run(main())
+    assert not (server.state.input_dir / "bomb.png").exists()
+
+
 def test_load_image_offers_uploaded_files(tmp_path):
     from graphgen.server.object_info import node_definition
 
@@ -630,18 +676,101 @@ def test_stopping_the_server_cancels_the_running_prompt(tmp_path):
     assert not server.state.queue._thread.is_alive()
 
 
-def test_prompt_ids_are_unique_even_when_a_client_chooses_one(server):
+def test_a_client_chosen_prompt_id_is_used_once_and_a_duplicate_is_refused(server):
     async def main() -> None:
         async with aiohttp.ClientSession(server.url) as s:
             ws = await s.ws_connect("/ws?clientId=chooser")
             chosen = "my-id-" + uuid.uuid4().hex
             first = (await call(s, "POST", "/prompt", json={"prompt": slow("a"), "prompt_id": chosen, "client_id": "chooser"}))[1]
-            second = (await call(s, "POST", "/prompt", json={"prompt": slow("b"), "prompt_id": chosen, "client_id": "chooser"}))[1]
-            assert first["prompt_id"] == chosen and second["prompt_id"] != chosen
-            await follow(ws, {first["prompt_id"], second["prompt_id"]})
+            assert first["prompt_id"] == chosen
+            await follow(ws, {chosen})
+            status, body = await call(s, "POST", "/prompt", json={"prompt": slow("b"), "prompt_id": chosen})
+            assert status == 400 and body["error"]["type"] == "duplicate_prompt_id" and body["node_errors"] == {}
+            # an invalid prompt gives its id back; a prompt without an id gets a fresh one
+            fresh = "my-id-" + uuid.uuid4().hex
+            status, _ = await call(s, "POST", "/prompt", json={"prompt": {"1": {"class_type": "Nope"}}, "prompt_id": fresh})
+            assert status == 400
+            status, body = await call(s, "POST", "/prompt", json={"prompt": slow("c"), "prompt_id": fresh})
+            assert status == 200 and body["prompt_id"] == fresh
             await ws.close()
 
     run(main())
+
+
+def test_ten_concurrent_prompts_with_one_id_queue_exactly_one(server):
+    """Issue 10: all ten ran and /history kept one; now exactly one is accepted, atomically, and kept."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    chosen = "race-" + uuid.uuid4().hex
+    barrier = threading.Barrier(10)
+    answers: list[tuple[int, dict[str, Any], str]] = []
+
+    def post(index: int) -> None:
+        body = json.dumps({"prompt": slow(f"t{index}", steps=2, ms=5), "prompt_id": chosen}).encode()
+        request = urllib.request.Request(server.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+        barrier.wait()
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answers.append((response.status, json.loads(response.read()), f"t{index}"))
+        except urllib.error.HTTPError as exc:
+            answers.append((exc.code, json.loads(exc.read()), f"t{index}"))
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    accepted = [tag for status, _, tag in answers if status == 200]
+    refused = [body for status, body, _ in answers if status == 400]
+    assert len(accepted) == 1 and len(refused) == 9, answers
+    assert all(body["error"]["type"] == "duplicate_prompt_id" for body in refused)
+    deadline = time.monotonic() + 30
+    while server.state.queue.finished(chosen) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server.url) as s:
+            history = (await call(s, "GET", f"/history/{chosen}"))[1]
+            assert history[chosen]["outputs"]["1"]["values"] == [{"tag": accepted[0]}]
+
+    run(main())
+
+
+def test_dns_rebinding_host_names_are_refused_on_loopback(server, tmp_path):
+    """Issue 10: `Host: attacker.example:PORT` with a matching Origin got 200."""
+    from graphgen.server.hosts import host_allowed
+
+    port = server.port
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server.url) as s:
+            rebound = {"Host": f"attacker.example:{port}", "Origin": f"http://attacker.example:{port}"}
+            for method, path, kwargs in [("GET", "/api/queue", {}), ("GET", "/api/history", {}),
+                                         ("POST", "/api/prompt", {"json": {"prompt": slow("x")}})]:
+                status, body = await call(s, method, path, headers=rebound, **kwargs)
+                assert status == 403 and body["error"]["type"] == "forbidden_host", (path, status, body)
+                assert "--allow-host" in body["error"]["message"]
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await s.ws_connect("/ws", headers=rebound)
+            for name in (f"localhost:{port}", f"127.0.0.1:{port}", f"127.1.2.3:{port}", "localhost"):
+                status, _ = await call(s, "GET", "/api/queue", headers={"Host": name})
+                assert status == 200, name
+
+    run(main())
+    with serve(tmp_path, allowed_hosts=["studio.lan"]) as named:
+        async def allowed() -> None:
+            async with aiohttp.ClientSession(named.url) as s:
+                same = {"Host": f"Studio.LAN:{named.port}", "Origin": f"http://studio.lan:{named.port}"}
+                assert (await call(s, "GET", "/api/queue", headers=same))[0] == 200
+                assert (await call(s, "POST", "/api/prompt", json={"prompt": slow("y")}, headers=same))[0] == 200
+                assert (await call(s, "GET", "/api/queue", headers={"Host": "other.lan"}))[0] == 403
+
+        run(allowed())
+    assert host_allowed("[::1]:8188", "::1") and not host_allowed(None, "127.0.0.1")
+    assert not host_allowed("localhost.attacker.example", "127.0.0.1")
+    assert host_allowed("anything.example", "0.0.0.0")  # bound to the network on purpose: any name
 
 
 def test_fuzzed_prompts_never_get_a_500(server):

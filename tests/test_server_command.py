@@ -37,6 +37,8 @@ def test_defaults_are_loopback_and_comfyui_port():
     args = parse()
     assert args.host == "127.0.0.1" and args.port == 8188 and args.handler is cmd_serve
     assert str(args.output_dir) == "output" and str(args.input_dir) == "input" and str(args.user_dir) == "user"
+    assert args.allow_host == []
+    assert parse("--allow-host", "studio.lan", "--allow-host", "gpu-box").allow_host == ["studio.lan", "gpu-box"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -117,3 +117,52 @@ def test_encode_fp16_overflow_retry(tiny_components):
     notes: list[str] = []
     z = encode(bad, torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0)), warnings=notes)
     assert torch.isfinite(z).all() and len(notes) == 1 and "encoded again in float32" in notes[0]
+
+
+class _SDXLShapedVAE(torch.nn.Module):
+    """Only what the memory estimate reads: the SDXL/Kolors VAE's channels, in fp32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.config = type("Config", (), {"block_out_channels": [128, 256, 512, 512]})()
+
+
+def test_encode_memory_is_estimated_before_any_work(monkeypatch):
+    """Issue 10: img2img on a 12000x12000 image took the process to 22.5 GB before the kernel killed it."""
+    from graphgen.models import devices
+    from graphgen_nodes.kolors.vae_ops import VAEMemoryError, check_encode_fits, encode_memory_bytes
+
+    vae = _SDXLShapedVAE()
+    gib = 1024 ** 3
+    assert encode_memory_bytes(vae, 1, 1024, 1024) == 1.5 * gib
+    assert encode_memory_bytes(vae, 1, 12000, 12000) > 200 * gib
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda device: 20 * gib)
+    check_encode_fits(vae, 1, 1024, 1024)
+    with pytest.raises(VAEMemoryError, match=r"a 12000x12000 image needs at least 206\.0 GiB on cpu, but only "
+                                             r"20\.0 GiB is free: scale the image down"):
+        check_encode_fits(vae, 1, 12000, 12000)
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda device: None)
+    check_encode_fits(vae, 1, 12000, 12000)  # unknown free memory: nothing refused
+    monkeypatch.undo()
+    assert devices.free_memory_bytes("cpu") > 0  # the real answer on this machine
+
+
+def test_vae_encode_node_refuses_an_image_that_cannot_fit(tiny_models, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from graphgen import Engine, WorkflowBuilder
+    from graphgen.models import devices
+
+    engine = Engine(output_dir=tmp_path / "out", input_dir=tmp_path / "in")
+    engine.settings.input_dir.mkdir()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(engine.settings.input_dir / "photo.png")
+    b = WorkflowBuilder()
+    vae = b.add("KolorsVAELoader", path=str(tiny_models.tutorial_fp16_vae), precision="fp32", device="cpu")
+    b.add("VAEEncode", id="encode", pixels=b.add("LoadImage", image="photo.png")["image"], vae=vae)
+    b.add("PreviewImage", images=b.add("LoadImage", image="photo.png")["image"])
+    workflow = b.build()
+    assert engine.run(workflow, outputs=["encode"]).ok
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda device: 1000)
+    result = engine.run(workflow, outputs=["encode"], force=["encode"])
+    assert "a 64x48 image needs at least" in str(result.failed["encode"]) and "GiB is free" in str(result.failed["encode"])

@@ -40,13 +40,21 @@ def models(tiny_models, monkeypatch, tmp_path) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
-def test_width_off_the_step_is_refused(capsys, models, command):
+def test_training_width_off_the_step_is_refused(capsys, models, command, tmp_path):
+    from graphgen_nodes.lora.demo_data import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data" / "lora_dataset_processed", count=2, size=64)
     args = models if command == "run" else models[:2]
-    code, issues = cli_issues(capsys, command, TXT2IMG, *args, "--set", "width=100")
+    code, issues = cli_issues(capsys, command, LORA, *args, "--set", "train_width=100")
     assert code == 2
     (issue,) = issues
-    assert (issue["node_id"], issue["input"]) == ("4", "width")
+    assert (issue["node_id"], issue["input"]) == ("3", "width")
     assert "not a multiple of 8" in issue["message"] and "96 or 104" in issue["hint"]
+
+
+def test_empty_latent_width_off_the_step_validates(capsys, models):
+    """EmptyLatentImage rounds such a side down at run time with a warning, as ComfyUI: not a validation error."""
+    assert cli_issues(capsys, "validate", TXT2IMG, *models[:2], "--set", "width=100") == (0, [])
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])

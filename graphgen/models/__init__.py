@@ -42,12 +42,12 @@ from __future__ import annotations
 from typing import Any
 
 from .device_memory import BUDGET_ENV, OFFLOAD_MODES, DeviceMemory, default_budget
-from .identity import file_identity, resolve_model_path, weights_on_disk
+from .identity import file_identity, model_identity, resolve_model_path, weights_on_disk
 from .store import LoadedModel, ModelHandle, ModelStore, model_store, module_nbytes
 
 __all__ = [
     "BUDGET_ENV", "OFFLOAD_MODES", "DeviceMemory", "LoadedModel", "ModelHandle", "ModelStore",
-    "default_budget", "file_identity", "model_store", "module_nbytes", "resolve_device", "resolve_dtype",
+    "default_budget", "file_identity", "model_identity", "model_store", "module_nbytes", "resolve_device", "resolve_dtype",
     "resolve_model_path", "weights_on_disk",
 ]
 

@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-__all__ = ["DEVICE_CHOICES", "DTYPE_CHOICES", "resolve_device", "resolve_dtype"]
+__all__ = ["DEVICE_CHOICES", "DTYPE_CHOICES", "free_memory_bytes", "resolve_device", "resolve_dtype"]
 
 #: Values accepted by :func:`resolve_device` (``"cuda:N"`` is accepted too).
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")
@@ -116,3 +118,28 @@ def resolve_dtype(name: str | torch.dtype = "auto", device: torch.device | str =
             "dtype 'bf16' was requested but this CUDA GPU does not support bfloat16; use 'fp16' or 'fp32'"
         )
     return dtype
+
+
+def free_memory_bytes(device: torch.device | str) -> int | None:
+    """Memory a new allocation can still get on `device`, in bytes; None when unknown (MPS, other OSes).
+
+    CUDA: the card's free memory plus what torch holds cached but unused. CPU: the kernel's
+    `MemAvailable` (free plus reclaimable page cache), else the free physical pages.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -1,54 +1,40 @@
 """How a model on disk is named: its identity (for store keys and node fingerprints) and its path.
 
-Both are family-agnostic: every loader keys the model store by `file_identity` and finds relative
-paths under `--models-dir` with `resolve_model_path`.
+Both are family-agnostic: every loader keys the model store by `file_identity` (the one rule of
+`graphgen.files`, re-exported here) and finds relative paths under `--models-dir` with
+`resolve_model_path`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+from collections.abc import Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from graphgen.files import file_identity
+from graphgen.paths import locate, located_identity
 
 if TYPE_CHECKING:
     from graphgen.context import EngineSettings
 
-# File types whose size and mtime identify a model folder's contents.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".model", ".txt")
+__all__ = ["file_identity", "model_identity", "resolve_model_path", "weights_on_disk"]
 
+def resolve_model_path(settings: EngineSettings | None, path: str, *subfolders: str, what: str = "model") -> Path:
+    """A model path as given, or relative to the engine's models folder (and its subfolders).
 
-def file_identity(path: str | os.PathLike[str]) -> tuple[Any, ...]:
-    """Size and mtime of a file, or of the weight/config files in a folder (3 levels deep).
-
-    Used as store keys and cache-key fingerprints: replacing a model file re-runs the nodes that
-    load it and loads the new weights.
+    In a run with `confine_paths` (the server) it must exist inside the engine's folders
+    (`graphgen.paths.locate`), else `PathNotAvailableError` (one message for missing and forbidden).
     """
-    root = Path(path)
-    try:
-        if root.is_file():
-            stat = root.stat()
-            return (str(root.resolve()), stat.st_size, stat.st_mtime_ns)
-        if not root.is_dir():
-            return (str(root), "missing")
-        entries: list[tuple[str, int, int]] = []
-        base_depth = len(root.parts)
-        for folder, dirs, files in os.walk(root):
-            if len(Path(folder).parts) - base_depth >= 3:
-                dirs[:] = []
-            dirs.sort()
-            for name in sorted(files):
-                if name.endswith(_WEIGHT_SUFFIXES):
-                    stat = os.stat(os.path.join(folder, name))
-                    entries.append((os.path.relpath(os.path.join(folder, name), root), stat.st_size, stat.st_mtime_ns))
-        digest = hashlib.blake2b(repr(entries).encode(), digest_size=12).hexdigest()
-        return (str(root.resolve()), digest)
-    except OSError as exc:
-        return (str(root), "unreadable", exc.errno)
+    return locate(settings, what, path, lambda: _find_model_path(settings, path, subfolders))
 
 
-def resolve_model_path(settings: EngineSettings | None, path: str, *subfolders: str) -> Path:
-    """A model path as given, or relative to the engine's models folder (and its subfolders)."""
+def model_identity(settings: EngineSettings | None, path: str, *subfolders: str, what: str = "model") -> Hashable:
+    """`file_identity` of the model `resolve_model_path` finds, for fingerprints (never raises)."""
+    return located_identity(settings, what, path, lambda: _find_model_path(settings, path, subfolders))
+
+
+def _find_model_path(settings: EngineSettings | None, path: str, subfolders: tuple[str, ...]) -> Path:
     given = Path(path).expanduser()
     if given.is_absolute() or given.exists() or settings is None or settings.models_dir is None:
         return given

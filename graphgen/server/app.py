@@ -3,8 +3,9 @@
 Every API route answers both as `/api/X` (what the editor asks) and `/X` (classic API clients).
 Errors are JSON in ComfyUI's shape; an unexpected failure is logged and answered with a short
 JSON 500 that carries no traceback. State-changing requests from another web site (an `Origin`
-that is not this server) are refused, so that a page in the user's browser cannot drive a local
-server.
+that is not this server) are refused, and so is any request for a foreign host name while the
+server is bound to a loopback address (`graphgen.server.hosts`), so that a page in the user's
+browser cannot drive or read a local server.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from graphgen.compat.server import PromptServer
 from graphgen.engine import Engine
 from graphgen.server import media, prompts, userdata
 from graphgen.server.frontend import find_frontend, frontend_version, index_handler, static_handler
+from graphgen.server.hosts import host_allowed
 from graphgen.server.object_info import node_definition, object_info
 from graphgen.server.responses import dumps, error_body, error_response, json_response
 from graphgen.server.state import STATE_KEY, ServerConfig, ServerState, state_of
@@ -46,7 +48,15 @@ def _same_origin(request: web.Request) -> bool:
 
 @web.middleware
 async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Refuse cross-site writes; answer every error as JSON, never with a traceback."""
+    """Refuse foreign Host names (DNS rebinding) and cross-site writes; answer every error as JSON, never with
+    a traceback."""
+    config = request.app[STATE_KEY].config
+    host = request.headers.get("Host")
+    if not host_allowed(host, config.host, config.allowed_hosts):
+        return error_response(403, "forbidden_host",
+                              f"requests for the host {host!r} are refused: this server listens on {config.host} and "
+                              "answers only to localhost, 127.0.0.1 and [::1] (a guard against DNS rebinding); to "
+                              "reach it under another name, start it with --allow-host NAME")
     is_ws = request.headers.get("Upgrade", "").lower() == "websocket"
     if (request.method not in SAFE_METHODS or is_ws) and not _same_origin(request):
         return error_response(403, "forbidden_origin",

@@ -6,7 +6,6 @@ Imports nothing heavy at import time: `cli.py` builds its parser on every invoca
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,9 @@ def add_serve_parser(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the server to the network)")
     serve.add_argument("--port", type=int, default=8188, help="port (default 8188)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests that name the server NAME (repeatable); on a loopback address "
+                            "only localhost, 127.x and [::1] are answered, which stops DNS rebinding")
     serve.add_argument("--models-dir", type=Path, default=None, help="models folder (ComfyUI layout)")
     serve.add_argument("--output-dir", type=Path, default=Path("output"), help="where outputs go (default: output)")
     serve.add_argument("--input-dir", type=Path, default=Path("input"),
@@ -41,12 +43,9 @@ def add_serve_parser(subparsers: Any) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    from graphgen.server.hosts import is_loopback
+
+    return is_loopback(host) if host else False
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -94,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, user_dir=args.user_dir,
                           max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                           template_dirs=[*args.templates, *default_template_folders()],
-                          frontend_dir=args.front_end_root, debug=args.debug)
+                          frontend_dir=args.front_end_root, debug=args.debug, allowed_hosts=list(args.allow_host))
     if not _is_loopback(args.host):
         print(f"graphgen serve: warning: listening on {args.host}: anyone who can reach this address can run "
               "workflows and read the output folder. Use the default 127.0.0.1 unless you mean it.", file=sys.stderr)

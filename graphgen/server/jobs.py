@@ -108,6 +108,7 @@ class PromptQueue:
         self._cond = threading.Condition()
         self._pending: list[tuple[float, int, Job]] = []
         self._by_id: dict[str, Job] = {}
+        self._reserved: set[str] = set()
         self._running: Job | None = None
         self._history: OrderedDict[str, Job] = OrderedDict()
         self._counter = itertools.count(1)
@@ -138,10 +139,26 @@ class PromptQueue:
         number = next(self._counter)
         return -number if front else number
 
+    def reserve(self, prompt_id: str) -> bool:
+        """Claim a prompt id before the prompt is validated; False when it is taken (queued, running,
+        in the history, or claimed by a request still being validated). Atomic: of concurrent
+        requests with one id, exactly one gets True."""
+        with self._cond:
+            if prompt_id in self._by_id or prompt_id in self._reserved:
+                return False
+            self._reserved.add(prompt_id)
+            return True
+
+    def release(self, prompt_id: str) -> None:
+        """Give back a reserved id whose prompt was not queued (it failed validation)."""
+        with self._cond:
+            self._reserved.discard(prompt_id)
+
     def submit(self, job: Job) -> None:
         with self._cond:
             heapq.heappush(self._pending, (job.number, next(self._tiebreak), job))
             self._by_id[job.prompt_id] = job
+            self._reserved.discard(job.prompt_id)
             self._cond.notify_all()
         self.broadcast_status()
 

@@ -2,7 +2,8 @@
 
 Every name goes through `graphgen.files.safe_join` (no absolute paths, no `..`, no symbolic link
 leading out of the folder); uploads must be images, are limited in size by the app's
-`client_max_size`, and never replace a different file unless `overwrite` is asked for.
+`client_max_size`, and never replace a different file unless `overwrite` is asked for (and never
+a file of the output or temp folder: generated images are not overwritten).
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ from __future__ import annotations
 import hashlib
 import io
 import mimetypes
+import os
+import re
 from pathlib import Path
 
 from aiohttp import web
 
 from graphgen.files import UnsafePathError, atomic_write_bytes, relative_parts, safe_folder, safe_join
+from graphgen.limits import ImageTooLargeError, open_image
 from graphgen.server.responses import BadRequest, error_response, flag, json_response
 from graphgen.server.state import ServerState, state_of
 
 UPLOAD_TYPES = ("input", "temp", "output")
+MAX_NAME_BYTES = 255  # a file name part on common file systems
+MAX_PATH_BYTES = 1024
 VIEW_TYPES = ("output", "input", "temp")
 
 
@@ -30,14 +36,22 @@ def _folder(state: ServerState, kind: str, allowed: tuple[str, ...]) -> Path:
 
 
 def _resolve(folder: Path, subfolder: str, filename: str) -> Path:
-    """The file `subfolder/filename` inside `folder`; 400 for any name that would leave it."""
+    """The file `subfolder/filename` inside `folder`; 400 for any name that would leave it or that no file
+    system takes (too long, not encodable)."""
     if not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
-        raise BadRequest("invalid_filename", f"invalid file name {filename!r}")
+        raise BadRequest("invalid_filename", f"invalid file name {filename[:100]!r}")
     try:
+        parts_too_long = any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in re.split(r"[/\\]", subfolder))
+        if len(os.fsencode(filename)) > MAX_NAME_BYTES or len(os.fsencode(subfolder)) > MAX_PATH_BYTES or parts_too_long:
+            raise BadRequest("invalid_filename", f"the file name is too long (at most {MAX_NAME_BYTES} bytes a "
+                                                 f"part, and {MAX_PATH_BYTES} for the subfolder)")
         parts = relative_parts(subfolder) if subfolder.strip() not in ("", ".") else []
         return safe_join(folder, "/".join([*parts, filename]))
     except UnsafePathError as exc:
         raise BadRequest("invalid_path", str(exc), status=403) from None
+    except (OSError, ValueError) as exc:  # e.g. a name part too long for the file system
+        raise BadRequest("invalid_filename", f"invalid file name: {exc.strerror if isinstance(exc, OSError) else exc}") \
+            from None
 
 
 async def view(request: web.Request) -> web.StreamResponse:
@@ -45,7 +59,11 @@ async def view(request: web.Request) -> web.StreamResponse:
     query = request.query
     folder = _folder(state, query.get("type") or "output", VIEW_TYPES)
     path = _resolve(folder, query.get("subfolder", ""), query.get("filename", ""))
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:  # ENAMETOOLONG and the like: no such file can exist
+        found = False
+    if not found:
         return error_response(404, "not_found", f"{query.get('filename')!r} is not in the {query.get('type') or 'output'} folder")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     headers = {"Content-Type": content_type, "Cache-Control": "no-cache",
@@ -55,16 +73,16 @@ async def view(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=headers)
 
 
-def _check_image(data: bytes) -> None:
-    from PIL import Image, UnidentifiedImageError
+def _check_image(data: bytes, name: str) -> None:
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data), f"the upload {name[:100]!r}") as image:  # the size, before decoding
             image.verify()
+    except ImageTooLargeError as exc:
+        raise BadRequest("image_too_large", str(exc), status=413) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise BadRequest("invalid_image", f"the upload is not a readable image: {exc}") from None
-    except Image.DecompressionBombError as exc:
-        raise BadRequest("invalid_image", f"the image is too large: {exc}") from None
 
 
 def _free_name(folder: Path, name: str, data: bytes) -> tuple[str, bool]:
@@ -99,23 +117,32 @@ async def upload_image(request: web.Request) -> web.Response:
     data = image.file.read()
     if len(data) > state.config.max_upload_bytes:
         raise BadRequest("too_large", f"the upload is larger than {state.config.max_upload_bytes} bytes", status=413)
-    _check_image(data)
+    _check_image(data, target.name)
     try:
         folder = safe_folder(folder_root, relative_parts(subfolder) if subfolder.strip() not in ("", ".") else [])
     except UnsafePathError as exc:
         raise BadRequest("invalid_path", str(exc), status=403) from None
-    if flag(str(form.get("overwrite") or ""), False):
-        final, same = target.name, False
+    # Generated images (outputs, and previews in temp) are never replaced: there `overwrite` gives a new name.
+    if flag(str(form.get("overwrite") or ""), False) and kind == "input":
+        final = target.name
         atomic_write_bytes(folder / final, data, overwrite=True)
     else:
-        final, same = _free_name(folder, target.name, data)
-        if not same:
-            try:
-                atomic_write_bytes(folder / final, data)
-            except FileExistsError:  # taken meanwhile by another upload
-                final, _ = _free_name(folder, target.name, data)
-                atomic_write_bytes(folder / final, data, overwrite=True)
+        final = _write_new(folder, target.name, data)
     return json_response({"name": final, "subfolder": subfolder, "type": kind})
+
+
+def _write_new(folder: Path, name: str, data: bytes) -> str:
+    """Write `data` under `name` or the first free `stem (n).ext`, never replacing a file; the name used."""
+    for _ in range(100):
+        final, same = _free_name(folder, name, data)
+        if same:
+            return final
+        try:
+            atomic_write_bytes(folder / final, data)
+            return final
+        except FileExistsError:  # taken meanwhile by another upload: look again
+            continue
+    raise BadRequest("name_taken", f"no free name found for {name!r}")
 
 
 ROUTES = [("GET", "/view", view), ("POST", "/upload/image", upload_image)]

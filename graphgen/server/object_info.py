@@ -104,7 +104,7 @@ def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, 
     visible = editor_inputs(spec)
     required, optional = [i for i in visible if not i.optional], [i for i in visible if i.optional]
     sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}}
-    image_loader = spec.type_name == "LoadImage" and "image" in spec.inputs
+    image_loader = spec.type_name in ("LoadImage", "LoadImageMask") and "image" in spec.inputs
     for section, inputs in (("required", required), ("optional", optional)):
         for item in inputs:
             if image_loader and item.name == "upload":

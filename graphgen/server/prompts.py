@@ -140,8 +140,23 @@ async def post_prompt(request: web.Request) -> web.Response:
                          "leave it out to run every output node, or list the output nodes to run")
 
     prompt_id = body.get("prompt_id")
-    if not (isinstance(prompt_id, str) and PROMPT_ID.match(prompt_id) and state.queue.get(prompt_id) is None):
+    if isinstance(prompt_id, str) and PROMPT_ID.match(prompt_id):
+        # Claimed now, before validation yields to other requests: of concurrent prompts with one
+        # id exactly one is queued, and none replaces another's history.
+        if not state.queue.reserve(prompt_id):
+            raise BadRequest("duplicate_prompt_id", f"prompt_id {prompt_id!r} is already in use",
+                             "each prompt needs its own prompt_id; leave it out to get a new one")
+    else:
         prompt_id = str(uuid.uuid4())
+        state.queue.reserve(prompt_id)
+    try:
+        return await _queue_prompt(state, body, prompt, extra_data, client_id, targets, prompt_id)
+    finally:
+        state.queue.release(prompt_id)  # a no-op once queued
+
+
+async def _queue_prompt(state: ServerState, body: dict[str, Any], prompt: dict[str, Any], extra_data: dict[str, Any],
+                        client_id: str | None, targets: list[str] | None, prompt_id: str) -> web.Response:
     loop = asyncio.get_running_loop()
     try:
         # Partially valid prompts run their valid outputs (ComfyUI's behaviour); the invalid

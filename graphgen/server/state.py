@@ -30,6 +30,11 @@ class ServerConfig:
         frontend_dir: The editor's static files (default: the installed `comfyui-frontend-package`).
         history_size: Finished prompts kept for `/history` and `/jobs`.
         debug: Tracebacks in execution errors and the log.
+        allowed_hosts: Host names answered besides the loopback names, when bound to a loopback
+            address (see `graphgen.server.hosts`).
+        confine_paths: Node file inputs (images, models, LoRAs, datasets) must lie inside the
+            engine's input, models and output folders (`graphgen.paths`); prompts come from whoever
+            reaches the server. An app that serves only itself may turn it off.
     """
 
     host: str = "127.0.0.1"
@@ -40,6 +45,8 @@ class ServerConfig:
     frontend_dir: Path | None = None
     history_size: int = 10_000
     debug: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)
+    confine_paths: bool = True
 
 
 class ServerState:
@@ -48,6 +55,8 @@ class ServerState:
     def __init__(self, engine: Engine, config: ServerConfig) -> None:
         self.engine = engine
         self.config = config
+        # The served engine runs prompts from the network: its nodes read only inside its folders.
+        engine.settings.confine_paths = config.confine_paths
         self.hub = Hub()
         self.queue = PromptQueue(engine, self.hub.publish, history_size=config.history_size, debug=config.debug)
         self.templates = TemplateLibrary(config.template_dirs, engine.registry)

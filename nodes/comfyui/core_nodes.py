@@ -1,7 +1,7 @@
 """ComfyUI core loaders that the native packs lack, by ComfyUI's names: `VAELoader`, `LoraLoaderModelOnly`.
 
-(`VAEDecode`, `VAEEncode`, `LoadImage`, `SaveImage`, `PreviewImage` and `EmptyLatentImage` are
-native nodes with ComfyUI's names already.) Model names resolve under `--models-dir` in ComfyUI's
+(ComfyUI's model-agnostic nodes, `VAEDecode`, `VAEEncode`, `LoadImage`, `SaveImage`, `EmptyLatentImage`
+and the other image, latent, mask and conditioning utilities, are the `core` pack, `graphgen_nodes.core`.) Model names resolve under `--models-dir` in ComfyUI's
 layout: `vae/<vae_name>`, `loras/<lora_name>`.
 """
 

@@ -36,7 +36,7 @@ CATEGORY = "KwaiKolorsWrapper"
 
 
 def _identity(path: Path | None, name: str) -> Hashable:
-    from graphgen.models import file_identity
+    from graphgen.files import file_identity
 
     return file_identity(path) if path is not None else ("missing", name)
 
@@ -44,7 +44,7 @@ def _identity(path: Path | None, name: str) -> Hashable:
 def _quietly(find: Any) -> Path | None:
     try:
         return find()
-    except MissingModelError:
+    except FileNotFoundError:  # MissingModelError, or refused in a confined run: the node reports it
         return None
 
 
@@ -95,7 +95,7 @@ def load_chatglm(node: Node, source: Path, precision: str) -> Any:
                                                           device="auto", offload="auto", tokenizer_path="")
 
     from graphgen.models.devices import resolve_device, resolve_dtype
-    from graphgen_nodes.kolors.handles import load_shared
+    from graphgen_nodes.kolors.handles import load_shared, tokenizer_identity
     from graphgen_nodes.kolors.loading import load_text_encoder
 
     from .quant import quantize_text_encoder, require_quantization
@@ -110,7 +110,7 @@ def load_chatglm(node: Node, source: Path, precision: str) -> Any:
         return model, tokenizer
 
     return load_shared(node.ctx, "text_encoder", source, dtype, device, loader, offload="auto",
-                       extra_key=("None", precision))
+                       extra_key=(tokenizer_identity(source), precision))
 
 
 def _text_encoder_folder(settings: EngineSettings | None) -> Path:
@@ -179,8 +179,10 @@ class LoadChatGLM3(Node):
 
     @classmethod
     def fingerprint(cls, chatglm3_checkpoint: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
+        from graphgen_nodes.kolors.handles import tokenizer_identity
+
         path = _quietly(lambda: find_model(settings, "LLM", chatglm3_checkpoint, "ChatGLM3 checkpoint"))
-        return _identity(path, chatglm3_checkpoint)
+        return _identity(path, chatglm3_checkpoint), tokenizer_identity(path) if path is not None else None
 
     def run(self, chatglm3_checkpoint: str) -> Any:
         path = find_model(self.ctx.settings, "LLM", chatglm3_checkpoint, "ChatGLM3 checkpoint")

@@ -13,6 +13,7 @@ from typing import Any
 
 from graphgen.checks import CheckContext, Problem
 from graphgen.context import EngineSettings
+from graphgen.paths import locate
 
 __all__ = ["COMFYUI_LAYOUT", "MissingModelError", "find_model", "kolors_folder", "list_models", "model_check"]
 
@@ -77,7 +78,14 @@ def find_model(settings: EngineSettings | None, folder: str, name: str, what: st
 
     Raises:
         MissingModelError: one message naming the expected path and the accepted layout.
+        graphgen.paths.PathNotAvailableError: in a confined run (the server), when it is missing or
+            outside the engine's folders (one message for both).
     """
+    return locate(settings, what, name, lambda: _find_model(settings, folder, name, what, allow_relative, extra))
+
+
+def _find_model(settings: EngineSettings | None, folder: str, name: str, what: str, allow_relative: bool,
+                extra: str) -> Path:
     given = Path(name).expanduser()
     if given.is_absolute():
         if given.exists():
@@ -106,7 +114,12 @@ def kolors_folder(settings: EngineSettings | None, model: str, what: str = "Kolo
 
     Raises:
         MissingModelError: when neither `diffusers/<name>` nor `diffusers/<org>/<name>` exists.
+        graphgen.paths.PathNotAvailableError: in a confined run, when missing or outside the engine's folders.
     """
+    return locate(settings, what, model, lambda: _kolors_folder(settings, model, what))
+
+
+def _kolors_folder(settings: EngineSettings | None, model: str, what: str) -> Path:
     given = Path(model).expanduser()
     if given.is_absolute():
         if given.is_dir():

@@ -11,6 +11,7 @@ touches the base model: the LoRAs are switched in only while a sampler runs (`lo
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,24 @@ from typing import Any
 import torch
 
 from graphgen.context import NodeContext
-from graphgen.models import ModelHandle, file_identity, model_store, resolve_model_path
+from graphgen.models import ModelHandle, file_identity, model_identity, model_store, resolve_model_path
 
 from .encode import Conditioning
 
-__all__ = ["KolorsEmbeds", "ModelHandle", "UNetRef", "file_identity", "load_shared", "resolve_model_path"]
+__all__ = ["KolorsEmbeds", "ModelHandle", "UNetRef", "file_identity", "load_shared", "model_identity",
+           "resolve_model_path", "tokenizer_identity"]
+
+
+def tokenizer_identity(source: Path, tokenizer: Path | None = None) -> Hashable:
+    """`file_identity` of the ChatGLM tokenizer that loading `source` would use: a single-file encoder takes
+    it from a folder beside the file, which the file's own identity does not cover."""
+    from .loading import find_tokenizer
+
+    try:
+        found = find_tokenizer(source, tokenizer)
+    except (OSError, ValueError):
+        return None
+    return file_identity(found) if found is not None else None
 
 
 @dataclass(frozen=True, eq=False)

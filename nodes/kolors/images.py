@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from graphgen.files import UnsafePathError, relative_parts, safe_folder, write_new_file
+from graphgen.limits import ImageTooLargeError, open_image
 
 __all__ = ["load_image", "read_png_text", "save_png", "tensor_to_pil"]
 
@@ -49,16 +50,19 @@ def load_image(path: str | os.PathLike[str]) -> tuple[torch.Tensor, torch.Tensor
 
     Raises:
         ValueError: If the file is missing, not an image or corrupt (one line naming the file).
+        graphgen.limits.ImageTooLargeError: If it has more pixels than the limit (checked before decoding).
     """
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"cannot load image {str(p)!r}: file not found")
     try:
-        with Image.open(p) as opened:
+        with open_image(p, f"image {str(p)!r}") as opened:
             opened.seek(0)
             opened.load()
             img = ImageOps.exif_transpose(opened)
             img.load()
+    except ImageTooLargeError:
+        raise
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot load image {str(p)!r}: {_one_line(exc)}") from None
 
@@ -163,7 +167,7 @@ def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
     if not p.is_file():
         raise ValueError(f"cannot read PNG text from {str(p)!r}: file not found")
     try:
-        with Image.open(p) as img:
+        with open_image(p, f"PNG {str(p)!r}") as img:
             if img.format != "PNG":
                 raise ValueError(f"not a PNG file but {img.format}")
             img.load()

@@ -96,9 +96,9 @@ class _Loader(Node):
 
     @classmethod
     def fingerprint(cls, path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from graphgen.models import file_identity, resolve_model_path
+        from graphgen.models import model_identity
 
-        return file_identity(resolve_model_path(settings, path, *cls.subfolders))
+        return model_identity(settings, path, *cls.subfolders)
 
     def _store(self) -> Any:
         from graphgen.models import model_store
@@ -148,18 +148,34 @@ class KolorsTextEncoderLoader(_Loader):
               String("tokenizer_path", default="", description="tokenizer folder, for a single-file encoder")]
     outputs = [Output("CHATGLM3MODEL", "chatglm3_model")]
 
+    @classmethod
+    def fingerprint(cls, path: str, settings: EngineSettings | None = None, tokenizer_path: str = "",
+                    **_: Any) -> Hashable:
+        from .handles import resolve_model_path, tokenizer_identity
+
+        try:
+            source = resolve_model_path(settings, path, *cls.subfolders)
+            tokenizer = resolve_model_path(settings, tokenizer_path, "diffusers", what="tokenizer") \
+                if tokenizer_path else None
+            used: Hashable = tokenizer_identity(source, tokenizer)
+        except (OSError, ValueError) as exc:  # refused in a confined run: the node reports it
+            used = ("not available", type(exc).__name__)
+        return (super().fingerprint(path=path, settings=settings), used)
+
     def run(self, path: str, precision: str, device: str, offload: str, tokenizer_path: str) -> Any:
-        from .handles import load_shared, resolve_model_path
+        from .handles import load_shared, resolve_model_path, tokenizer_identity
         from .loading import load_text_encoder
 
         source, dtype, torch_device = self._resolve(path, precision, device)
-        tokenizer = resolve_model_path(self.ctx.settings, tokenizer_path, "diffusers") if tokenizer_path else None
+        tokenizer = resolve_model_path(self.ctx.settings, tokenizer_path, "diffusers", what="tokenizer") \
+            if tokenizer_path else None
         store = self._store()
         return load_shared(self.ctx, "text_encoder", source, dtype, torch_device,
                            lambda: load_text_encoder(source, dtype,
                                                      _placed(store, torch_device, source, "text_encoder", offload),
                                                      tokenizer_path=tokenizer),
-                           offload=offload, extra_key=(str(tokenizer),))
+                           offload=offload,
+                           extra_key=(tokenizer_identity(source, tokenizer),))
 
 
 class KolorsVAELoader(_Loader):
@@ -194,7 +210,7 @@ class KolorsModelLoader(_Loader):
     def run(self, path: str, precision: str, device: str, compile: bool = False, channels_last: bool = False) -> Any:
         from graphgen.models.speedups import speedup_key
 
-        from .handles import UNetRef, load_shared
+        from .handles import UNetRef, load_shared, tokenizer_identity
         from .loading import load_text_encoder, load_vae
 
         source, dtype, torch_device = self._resolve(path, precision, device)
@@ -204,7 +220,7 @@ class KolorsModelLoader(_Loader):
                            extra_key=speedup_key(compile=compile, channels_last=channels_last))
         text = load_shared(ctx, "text_encoder", source, dtype, torch_device,
                            lambda: load_text_encoder(source, dtype, _placed(store, torch_device, source, "text_encoder")),
-                           extra_key=("None",))
+                           extra_key=(tokenizer_identity(source),))
         vae = load_shared(ctx, "vae", source, dtype, torch_device,
                           lambda: load_vae(source, dtype, _placed(store, torch_device, source, "vae")))
         return UNetRef(unet), text, vae

@@ -38,6 +38,7 @@ __all__ = [
     "ModelFileError",
     "infer_chatglm_config",
     "infer_unet_config",
+    "find_tokenizer",
     "infer_vae_config",
     "load_scheduler",
     "load_state_dict_file",
@@ -228,12 +229,6 @@ def locate_component(path: PathLike, names: tuple[str, ...]) -> tuple[Path | Non
             return folder, looked
         looked.append(weights)
     return None, looked
-
-
-def find_tokenizer(source: PathLike, tokenizer_path: PathLike | None = None) -> tuple[Path | None, list[Path]]:
-    """The ChatGLM `tokenizer.model` the text encoder at `source` would use, and the paths looked at."""
-    looked: list[Path] = []
-    return _find_tokenizer(Path(source), tokenizer_path, looked), looked
 
 
 # --------------------------------------------------------------------------- building models
@@ -501,6 +496,11 @@ def infer_chatglm_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         "post_layer_norm": "encoder.final_layernorm.weight" in state,
         "rmsnorm": layer + "input_layernorm.bias" not in state,
     }
+
+
+def find_tokenizer(source: PathLike, tokenizer_path: PathLike | None = None) -> Path | None:
+    """The ``tokenizer.model`` :func:`load_text_encoder` would use for ``source``, or None (nothing is read)."""
+    return _find_tokenizer(Path(source), tokenizer_path, [])
 
 
 def _find_tokenizer(source: Path, tokenizer_path: PathLike | None, looked: list[Path]) -> Path | None:

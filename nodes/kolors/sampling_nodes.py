@@ -13,7 +13,6 @@ from contextlib import nullcontext
 from typing import Any
 
 from graphgen import Choice, Float, Input, InputAlias, Int, Node, Output, String
-from graphgen.checks import multiple_of_step
 
 from .schedulers import scheduler_names
 
@@ -83,24 +82,6 @@ class KolorsTextEncode(Node):
                           tokenizer_path="")
 
 
-class EmptyLatentImage(Node):
-    """An empty latent of a size: sampling it is text-to-image."""
-
-    category = "latent"
-    inputs = [Int("width", default=1024, min=64, max=8192, step=8, checks=(multiple_of_step,)),
-              Int("height", default=1024, min=64, max=8192, step=8, checks=(multiple_of_step,)),
-              Int("batch_size", default=1, min=1, max=4096)]
-    outputs = [Output("LATENT", "latent")]
-
-    def run(self, width: int, height: int, batch_size: int) -> dict[str, Any]:
-        import torch
-
-        if width % 8 or height % 8:
-            raise ValueError(f"width and height must be multiples of 8, got {width}x{height}; "
-                             f"try {width - width % 8}x{height - height % 8}")
-        return {"samples": torch.zeros(batch_size, 4, height // 8, width // 8), "noise_only": True}
-
-
 class KolorsKSampler(Node):
     """Sample Kolors latents: text-to-image from an empty latent, image-to-image with `denoise` < 1.
 
@@ -153,4 +134,4 @@ def torch_float() -> Any:
     return torch.float32
 
 
-NODES = [KolorsTextEncode, EmptyLatentImage, KolorsKSampler]
+NODES = [KolorsTextEncode, KolorsKSampler]

@@ -34,11 +34,16 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["DecodeResult", "decode", "encode", "vae_scale_factor"]
+__all__ = ["DecodeResult", "VAEMemoryError", "check_encode_fits", "decode", "encode", "encode_memory_bytes",
+           "vae_scale_factor"]
 
 logger = logging.getLogger(__name__)
 
 _FP16_HINT = "use the sdxl-vae-fp16-fix VAE or an fp32/bf16 VAE to avoid this"
+
+
+class VAEMemoryError(ValueError):
+    """An encode that cannot fit in the device's memory (the message names the size and what to do)."""
 
 
 @dataclass
@@ -202,6 +207,46 @@ def _encode_once(vae: Any, x: torch.Tensor, sample: bool, generator: torch.Gener
     return dist.sample(generator) if sample else dist.mean
 
 
+#: Full-resolution activations alive at once in the encoder's first block (input, normed, convolved).
+_LIVE_ACTIVATIONS = 3
+
+
+def encode_memory_bytes(vae: Any, batch: int, height: int, width: int) -> int:
+    """A lower bound of the memory a one-piece encode needs: the first block's activations.
+
+    The encoder's first block works at full resolution with `block_out_channels[0]` channels (128
+    for SDXL/Kolors) and holds about three such tensors at once; everything after it is smaller
+    (attention runs at 1/8 resolution through fused kernels). For 1024x1024 in fp32 that is
+    1.5 GiB; for 12000x12000, 206 GiB.
+    """
+    channels = int(vae.config.block_out_channels[0])
+    element = torch.finfo(_vae_dtype(vae)).bits // 8
+    return _LIVE_ACTIVATIONS * batch * channels * height * width * element
+
+
+def check_encode_fits(vae: Any, batch: int, height: int, width: int) -> None:
+    """Refuse, before any work, an encode that cannot fit in its device's free memory.
+
+    Only refuses what certainly cannot fit (`encode_memory_bytes` is a lower bound); when the free
+    memory is unknown nothing is refused.
+
+    Raises:
+        VAEMemoryError: one line naming the image size, the memory it needs and the memory free.
+    """
+    from graphgen.models.devices import free_memory_bytes
+
+    device = _vae_device(vae)
+    need = encode_memory_bytes(vae, batch, height, width)
+    free = free_memory_bytes(device)
+    if free is not None and need > free:
+        gib = 1024 ** 3
+        images = f"{batch} images of {width}x{height}" if batch > 1 else f"a {width}x{height} image"
+        raise VAEMemoryError(
+            f"encoding {images} needs at least {need / gib:.1f} GiB on {device.type}, but only {free / gib:.1f} GiB "
+            "is free: scale the image down (Kolors works at about 1024x1024) or crop it into tiles and encode "
+            "each; a smaller batch also helps")
+
+
 @torch.no_grad()
 def encode(
     vae: Any,
@@ -228,6 +273,7 @@ def encode(
 
     Raises:
         ValueError: If the tensor is not ``[B, H, W, 3]`` or the size is not a multiple of 8.
+        VAEMemoryError: If the encode cannot fit in the device's free memory (checked first).
     """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
@@ -238,6 +284,7 @@ def encode(
             f"image size {w}x{h} is not a multiple of {f}; resize or crop it to "
             f"{w // f * f}x{h // f * f} first"
         )
+    check_encode_fits(vae, int(images.shape[0]), h, w)
     x = images.to(torch.float32).permute(0, 3, 1, 2) * 2.0 - 1.0
     z = _encode_once(vae, x, sample, generator)
     dtype = _vae_dtype(vae)

@@ -30,11 +30,16 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from graphgen.context import EngineSettings
+from graphgen.files import file_identity
+from graphgen.limits import ImageTooLargeError, open_image
+from graphgen.paths import inside_roots, not_available
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -43,6 +48,9 @@ __all__ = [
     "LoraDataset",
     "PreprocessParams",
     "center_crop_box",
+    "confine_dataset",
+    "dataset_files",
+    "dataset_fingerprint",
     "describe",
     "file_digest",
     "load_dataset",
@@ -143,11 +151,11 @@ class LoraDataset:
         return h.hexdigest()
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[Any, ...], str] = {}
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, memoised per (path, size, mtime) within the process.
+    """SHA-256 of a file's bytes, memoised per file identity (`graphgen.files.file_identity`).
 
     Args:
         path: The file.
@@ -155,13 +163,70 @@ def file_digest(path: Path) -> str:
     Returns:
         The hex digest.
     """
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    # Keyed by the full identity (inode and ctime too): a same-size replacement with its mtime kept
+    # must not get the old file's digest, or training would reuse a LoRA made from the old image.
+    key = file_identity(path)
     cached = _DIGESTS.get(key)
     if cached is None:
         cached = hashlib.sha256(path.read_bytes()).hexdigest()
         _DIGESTS[key] = cached
     return cached
+
+
+def dataset_fingerprint(path: str | Path) -> tuple[Any, ...]:
+    """What identifies a dataset folder's current contents, cheaply (no image is decoded or hashed).
+
+    Covers what :func:`load_dataset` reads: which layout wins, the metadata file, and every image
+    it lists (for the image-folder layout: every image and caption file). Each file counts by
+    `graphgen.files.file_identity`, so an edited caption or a replaced image changes it, even a
+    same-size copy with its mtime kept. A node's cache fingerprint; a dataset that cannot be read
+    gets an identity naming the problem (the node then runs and reports it).
+
+    Args:
+        path: The dataset folder (as given to :func:`load_dataset`).
+
+    Returns:
+        A hashable tuple.
+    """
+    try:
+        layout, meta, files = dataset_files(path)
+    except (DatasetError, OSError, UnicodeDecodeError, csv.Error) as exc:
+        return ("dataset", "unreadable", str(path), type(exc).__name__, str(exc))
+    return ("dataset", layout, file_identity(meta), tuple((name, file_identity(file)) for name, file in files))
+
+
+def confine_dataset(settings: EngineSettings | None, path: str | Path) -> None:
+    """In a confined run (`EngineSettings.confine_paths`, the server), the files a dataset lists must lie
+    inside the engine's folders too, like the dataset folder itself (`graphgen.paths`).
+
+    Raises:
+        graphgen.paths.PathNotAvailableError: a listed image lies outside them (the message does not
+            say whether it exists).
+    """
+    if settings is None or not settings.confine_paths:
+        return
+    try:
+        _, _, files = dataset_files(path)
+    except (DatasetError, OSError, UnicodeDecodeError, csv.Error):
+        return  # unreadable: load_dataset reports it, naming the file
+    for name, file in files:
+        if not inside_roots(settings, file):
+            raise not_available("dataset image", name)
+
+
+def dataset_files(path: str | Path) -> tuple[str, Path, list[tuple[str, Path]]]:
+    """The files :func:`load_dataset` reads, without reading them: ``(layout, metadata file or image
+    folder, [(name as listed, path)])``; for the image-folder layout every image and caption file.
+
+    Raises:
+        DatasetError, OSError, UnicodeDecodeError, csv.Error: the folder or its metadata cannot be read.
+    """
+    layout, meta, root = _find_metadata(Path(path).expanduser().resolve())
+    if layout == "folder":
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ".txt"))
+        return layout, meta, [(p.name, p) for p in files]
+    rows = {"csv": _read_csv, "jsonl": _read_jsonl}[layout](meta)
+    return layout, meta, [(name, root / name) for _, name, _ in rows if name]
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -179,9 +244,11 @@ def load_rgb(path: Path) -> Image.Image:
     if not path.is_file():
         raise DatasetError(f"image {path} does not exist: add it or remove its row from the metadata")
     try:
-        with Image.open(path) as img:
+        with open_image(path, f"image {path}") as img:
             img.load()
             return img.convert("RGB")
+    except ImageTooLargeError as exc:
+        raise DatasetError(f"{exc} (or remove it from the dataset)") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DatasetError(
             f"image {path} cannot be read ({type(exc).__name__}: {exc}): re-save it as PNG/JPEG or remove it"

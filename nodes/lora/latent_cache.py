@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from graphgen.files import atomic_write_via_path
 
 from ..kolors.encode import encode_prompts
+from ..kolors.vae_ops import check_encode_fits
 from .dataset import (
     DatasetItem,
     LoraDataset,
@@ -331,6 +332,7 @@ def vae_encoder(
     fp32_copy: list[Any] = []
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
+        check_encode_fits(vae, int(pixels.shape[0]), int(pixels.shape[-2]), int(pixels.shape[-1]))
         x = pixels.to(dev, first.dtype)
         mean = vae.encode(x).latent_dist.mean
         if not torch.isfinite(mean).all() and first.dtype != torch.float32:

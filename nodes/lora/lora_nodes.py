@@ -23,7 +23,7 @@ from graphgen.context import EngineSettings
 def _lora_path(settings: EngineSettings | None, path: str) -> Path:
     from graphgen_nodes.kolors.handles import resolve_model_path
 
-    return resolve_model_path(settings, path, "loras")
+    return resolve_model_path(settings, path, "loras", what="LoRA file")
 
 
 def lora_file_check(lora_path: str, ctx: CheckContext) -> Problem | None:
@@ -48,9 +48,9 @@ class LoadLoRA(Node):
 
     @classmethod
     def fingerprint(cls, lora_path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from graphgen_nodes.kolors.handles import file_identity
+        from graphgen_nodes.kolors.handles import model_identity
 
-        return file_identity(_lora_path(settings, lora_path))
+        return model_identity(settings, lora_path, "loras", what="LoRA file")
 
     def run(self, lora_path: str, lora_alpha: float) -> Any:
         from .lora_file import read_lora

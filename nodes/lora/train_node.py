@@ -21,11 +21,17 @@ from graphgen.context import Cancelled, EngineSettings
 
 
 def _dataset_path(settings: EngineSettings | None, path: str) -> Path:
-    given = Path(path).expanduser()
-    if given.is_absolute() or given.exists() or settings is None:
-        return given
-    in_input = settings.input_dir / given
-    return in_input if in_input.exists() else given
+    """The dataset folder: as given, or in the input folder (in a confined run: inside the engine's folders)."""
+    from graphgen.paths import locate
+
+    def find() -> Path:
+        given = Path(path).expanduser()
+        if given.is_absolute() or given.exists() or settings is None:
+            return given
+        in_input = settings.input_dir / given
+        return in_input if in_input.exists() else given
+
+    return locate(settings, "dataset folder", path, find)
 
 
 def dataset_check(dataset_path: str, ctx: CheckContext) -> Problem | None:
@@ -78,15 +84,19 @@ class KolorsTrainLoRA(Node):
 
     @classmethod
     def fingerprint(cls, dataset_path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        """The dataset's files (names, sizes, mtimes), so that an edited dataset retrains."""
-        from graphgen_nodes.kolors.handles import file_identity
+        """The dataset: its metadata and every image it lists, so that an edited dataset retrains."""
+        from .dataset import dataset_fingerprint
 
-        return file_identity(_dataset_path(settings, dataset_path))
+        try:
+            return dataset_fingerprint(_dataset_path(settings, dataset_path))
+        except FileNotFoundError as exc:  # refused in a confined run: the node reports it
+            return ("not available", str(exc))
 
     def run(self, model: Any, chatglm3_model: Any, vae: Any, dataset_path: str, output_path: str,
             output_name: str, on_bad_item: str, **params: Any) -> Result:
         from graphgen.files import safe_join
 
+        from .dataset import confine_dataset
         from .lora_file import read_lora
         from .train_config import TrainConfig, TrainingCancelled, prepare_data
         from .trainer import train_lora
@@ -96,6 +106,7 @@ class KolorsTrainLoRA(Node):
         if not dataset.exists():
             raise FileNotFoundError(f"dataset folder {dataset_path!r} not found (also looked in the input folder "
                                     f"{str(self.ctx.input_dir)!r}); give a folder with train/metadata.csv")
+        confine_dataset(self.ctx.settings, dataset)
         config = TrainConfig(dataset_path=str(dataset), output_path=str(out_dir), output_name=output_name, **params)
         if model.loras:
             self.ctx.warn("the model has LoRAs stacked on it; training starts from the base UNet without them")

@@ -1,4 +1,4 @@
-"""VAE decode/encode and image load/save/preview nodes (ComfyUI's names and conventions).
+"""Nodes that read files and show or save results: images, masks, and any value as text.
 
 IMAGE values are float tensors `[B, H, W, 3]` in [0, 1]; MASK values `[B, H, W]` (1 = transparent).
 """
@@ -16,52 +16,7 @@ from graphgen.checks import CheckContext, Problem
 from graphgen.context import EngineSettings
 
 
-class VAEDecode(Node):
-    """Decode latents to images. An fp16 decode that overflows (NaN/inf) is redone in fp32, with a warning."""
-
-    category = "latent"
-    inputs = [Input("samples", "LATENT", force_link=True), Input("vae", "VAE", force_link=True),
-              Choice("tiled", ["auto", "on", "off"], default="auto",
-                     description="decode in overlapping tiles (auto: for images over 4 megapixels)")]
-    outputs = [Output("IMAGE", "image")]
-
-    def run(self, samples: dict[str, Any], vae: Any, tiled: str = "auto") -> Any:
-        from .vae_ops import decode
-
-        with vae.use() as model:
-            scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
-            result = decode(model, scaled, tiled="auto" if tiled == "auto" else tiled == "on")
-        for warning in result.warnings:
-            self.ctx.warn(warning)
-        return result.images.cpu()
-
-
-class VAEEncode(Node):
-    """Encode images to latents (the posterior mean), for image-to-image."""
-
-    category = "latent"
-    inputs = [Input("pixels", "IMAGE", force_link=True), Input("vae", "VAE", force_link=True)]
-    outputs = [Output("LATENT", "latent")]
-
-    def run(self, pixels: Any, vae: Any) -> dict[str, Any]:
-        from .vae_ops import encode
-
-        warnings: list[str] = []
-        with vae.use() as model:
-            height, width = pixels.shape[1], pixels.shape[2]
-            if height < 8 or width < 8:
-                raise ValueError(f"the image is {width}×{height} pixels; VAEEncode needs at least 8×8 (the VAE "
-                                 "works on 8×8 blocks): scale the image up first, e.g. with ImageScale")
-            if height % 8 or width % 8:  # crop to a multiple of 8, as ComfyUI does
-                pixels = pixels[:, : height - height % 8, : width - width % 8, :]
-            scaled = encode(model, pixels.to(vae.device), warnings=warnings)
-            latents = (scaled / model.config.scaling_factor).cpu()
-        for warning in warnings:
-            self.ctx.warn(warning)
-        return {"samples": latents}
-
-
-def _input_path(settings: EngineSettings | None, image: str) -> Path:
+def _find_input(settings: EngineSettings | None, image: str) -> Path:
     path = Path(image).expanduser()
     if path.is_absolute() or settings is None:
         return path
@@ -69,8 +24,20 @@ def _input_path(settings: EngineSettings | None, image: str) -> Path:
     return in_input if in_input.exists() or not path.exists() else path
 
 
+def _input_path(settings: EngineSettings | None, image: str) -> Path:
+    """A file name in the input folder, or a path (in a confined run: inside the engine's folders)."""
+    from graphgen.paths import locate
+
+    return locate(settings, "image", image, lambda: _find_input(settings, image))
+
+
 def image_file_check(image: str, ctx: CheckContext) -> Problem | None:
-    """Validation: the image exists (input folder or path) and its header is one Pillow reads."""
+    """Validation: the image exists (input folder or path) and its header is one Pillow reads.
+
+    In a confined (server) run `_input_path` refuses a missing file and one outside the folders alike,
+    with `graphgen.paths`' one message (a `FileNotFoundError`, reported as it is), so the check never
+    tells whether a file exists outside them.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if not image:
@@ -91,6 +58,7 @@ def image_file_check(image: str, ctx: CheckContext) -> Problem | None:
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP image (EXIF orientation applied); alpha becomes the mask."""
 
+    display_name = "Load Image"
     category = "image"
     inputs = [String("image", default="", description="a file name in the input folder, or a path",
                      checks=(image_file_check,)),
@@ -99,14 +67,14 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        from .handles import file_identity
+        from graphgen.paths import located_identity
 
-        return file_identity(_input_path(settings, image))
+        return located_identity(settings, "image", image, lambda: _find_input(settings, image))
 
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
 
-        from .images import load_image
+        from graphgen_nodes.kolors.images import load_image
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -116,6 +84,36 @@ class LoadImage(Node):
         if mask is None:
             mask = torch.zeros(pixels.shape[0], pixels.shape[1], pixels.shape[2])
         return pixels, mask
+
+
+class LoadImageMask(Node):
+    """Load one channel of an image as a mask (alpha is inverted: transparent = 1, as LoadImage's mask)."""
+
+    display_name = "Load Image (as Mask)"
+    category = "mask"
+    inputs = [String("image", default="", description="a file name in the input folder, or a path",
+                     checks=(image_file_check,)),
+              Choice("channel", ["alpha", "red", "green", "blue"]),
+              String("upload", default="image", optional=True, description="editor upload widget (unused)")]
+    outputs = [Output("MASK", "mask")]
+
+    @classmethod
+    def fingerprint(cls, image: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
+        return LoadImage.fingerprint(image, settings=settings)
+
+    def run(self, image: str, channel: str, upload: str = "image") -> Any:
+        import torch
+
+        from graphgen_nodes.kolors.images import load_image
+
+        path = _input_path(self.ctx.settings, image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {image!r} not found in the input folder {str(self.ctx.input_dir)!r} "
+                                    "nor as a path; put it there or give its full path")
+        pixels, transparent = load_image(path)
+        if channel == "alpha":  # an image without alpha is opaque everywhere: nothing masked
+            return transparent if transparent is not None else torch.zeros(pixels.shape[:3])
+        return pixels[..., ["red", "green", "blue"].index(channel)].clone()
 
 
 def _ancestors(nodes: dict[str, Any], node_id: str) -> list[str]:
@@ -154,6 +152,17 @@ def png_text_chunks(workflow: dict[str, Any], node_id: str) -> dict[str, str]:
     return chunks
 
 
+def comfy_levels(image: Any) -> Any:
+    """The image on ComfyUI's 8-bit levels: `255 * x` clipped and truncated (not rounded).
+
+    ComfyUI writes PNGs that way, so a saved 0.5 is 127 in both; `save_png` rounds, and rounding
+    a value already on a level leaves it there.
+    """
+    import torch
+
+    return torch.floor((255.0 * image.detach().to(torch.float32).cpu()).clamp(0, 255)) / 255.0
+
+
 class SaveImage(Node):
     """Save images as PNGs in the output folder, with the workflow and generation parameters embedded.
 
@@ -161,17 +170,18 @@ class SaveImage(Node):
     cannot leave the output folder.
     """
 
+    display_name = "Save Image"
     category = "image"
     output_node = True
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
 
     def run(self, images: Any, filename_prefix: str) -> Result:
-        from .images import save_png
+        from graphgen_nodes.kolors.images import save_png
 
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
         for index in range(images.shape[0]):
-            path = save_png(images[index], self.ctx.output_dir, filename_prefix, chunks)
+            path = save_png(comfy_levels(images[index]), self.ctx.output_dir, filename_prefix, chunks)
             saved.append({"path": str(path), "filename": path.name,
                           "subfolder": str(path.parent.relative_to(self.ctx.output_dir.resolve()))
                           if path.is_absolute() else str(path.parent), "type": "output"})
@@ -210,22 +220,60 @@ def prune_previews(temp: Path, keep: int = PREVIEWS_KEPT) -> int:
 class PreviewImage(Node):
     """Show images: saved as temporary PNGs (in the output folder's `.temp`), not as results."""
 
+    display_name = "Preview Image"
     category = "image"
     output_node = True
     deterministic = False
     inputs = [Input("images", "IMAGE", force_link=True)]
 
     def run(self, images: Any) -> Result:
-        from .images import save_png
+        from graphgen_nodes.kolors.images import save_png
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
         prune_previews(temp, keep=max(PREVIEWS_KEPT - images.shape[0], 0))
         prefix = f"{PREVIEW_PREFIX}{uuid.uuid4().hex[:8]}"
         saved = []
         for index in range(images.shape[0]):
-            path = save_png(images[index], temp, prefix, compress_level=1)
+            path = save_png(comfy_levels(images[index]), temp, prefix, compress_level=1)
             saved.append({"path": str(path), "filename": path.name, "subfolder": "", "type": "temp"})
         return Result(ui={"images": saved})
 
 
-NODES = [VAEDecode, VAEEncode, LoadImage, SaveImage, PreviewImage]
+def _summary(value: Any) -> Any:
+    """JSON for values that have none: tensors by shape, dtype and range; other objects by repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        text = f"tensor(shape={list(shape)}, dtype={str(value.dtype).removeprefix('torch.')}"
+        if getattr(value, "numel", lambda: 0)() and value.dtype.is_floating_point:
+            text += f", min={float(value.min()):.4g}, max={float(value.max()):.4g}"
+        return text + ")"
+    return repr(value)
+
+
+def preview_text(value: Any) -> str:
+    """How PreviewAny shows a value: text as it is, numbers as written, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return str(value)
+    if not isinstance(value, (dict, list, tuple)):
+        return _summary(value)  # a tensor or another object: its summary, not a quoted JSON string
+    try:
+        return json.dumps(value, indent=4, ensure_ascii=False, default=_summary)
+    except (TypeError, ValueError):  # e.g. keys that are not strings, or a circular structure
+        return repr(value)
+
+
+class PreviewAny(Node):
+    """Show any value as text (tensors by shape, dtype and range)."""
+
+    display_name = "Preview Any"
+    category = "utils"
+    output_node = True
+    inputs = [Input("source", "*", description="any value")]
+
+    def run(self, source: Any = None) -> Result:
+        return Result(ui={"text": [preview_text(source)]})
+
+
+NODES = [LoadImage, LoadImageMask, SaveImage, PreviewImage, PreviewAny]
