@@ -141,7 +141,7 @@ def main() -> None:
 
     import torch
 
-    from graphgen_nodes.kolors.tiny import write_tiny_models
+    from graphgen.testing.tiny_kolors import write_tiny_models
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="gg-batch-bench-"))

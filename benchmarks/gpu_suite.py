@@ -18,8 +18,14 @@ fp16), built on the GPU by `kolors_inference.build_full_models` (no download). S
    `KolorsPipeline.from_pretrained(...).to("cuda")` + the same call (files in the page cache for both);
 4. lora: `benchmarks/lora_train.py --full` (graphgen's trainer vs a plain diffusers+peft loop,
    gradient checkpointing on), its summary lines kept;
-5. sdxl: SDXL vs `StableDiffusionXLPipeline` once an SDXL family exists in this checkout (skipped
-   with a line saying so until then);
+5. sdxl: full-size random-weight SDXL base (UNet 2.6 B, CLIP ViT-L + OpenCLIP bigG, SDXL VAE, the
+   released configs of `graphgen.testing.tiny_sd`) written once as a single-file checkpoint in the
+   original SGM key layout (`sd_inference.write_checkpoints`, timed apart: build + write, then the
+   `CheckpointLoaderSimple` load from the page cache), then graphgen's default SDXL graph
+   (`sd_inference.graph`: CheckpointLoaderSimple, CLIPTextEncode x2, KSampler euler/normal, VAEDecode)
+   vs `StableDiffusionXLPipeline` over the very modules the loader made (`sd_inference.pipeline_for`),
+   1024², 20 steps, cfg 7, alternated rounds: seconds, sampling it/s, peak GPU memory (skipped with
+   a line when the SD nodes are missing);
 6. speedups (only with `--speedups`: it does not fit the 8 minutes with the rest, run it as
    `--speedups --skip cold --skip budget --skip lora`): graphgen's it/s and whole run with fp16
    (baseline), bf16, channels_last, and channels_last + `compile` (its first run, the warm-up
@@ -120,7 +126,13 @@ def graph(size: int, steps: int, seed: int, loader: str = "FullModels", **loader
     return b.build()
 
 
-def run_graph(engine: Engine, card: Card, workflow: Any) -> dict[str, Any]:
+KOLORS_FORCED = ("encode", "latent", "sample", "decode")  # every node of `graph` but the loader
+SDXL_FORCED = ("pos", "neg", "latent", "sample", "decode")  # the same for `sd_inference.graph`
+SDXL_CFG = 7.0
+
+
+def run_graph(engine: Engine, card: Card, workflow: Any, force: tuple[str, ...] = KOLORS_FORCED) -> dict[str, Any]:
+    """One timed run up to node ``decode``, its per-step stamps taken from node ``sample``'s progress."""
     stamps: list[float] = []
 
     def on_event(event: Any) -> None:
@@ -130,8 +142,7 @@ def run_graph(engine: Engine, card: Card, workflow: Any) -> dict[str, Any]:
 
     card.reset_peak()
     start = time.perf_counter()
-    result = engine.run(workflow, outputs=["decode"], force=["encode", "latent", "sample", "decode"],
-                        on_event=on_event)
+    result = engine.run(workflow, outputs=["decode"], force=list(force), on_event=on_event)
     card.sync()
     seconds = time.perf_counter() - start
     if not result.ok:
@@ -140,7 +151,8 @@ def run_graph(engine: Engine, card: Card, workflow: Any) -> dict[str, Any]:
             "image": result.output("decode", "image").float().cpu().numpy(), "timings": result.timings}
 
 
-def run_pipeline(pipe: Any, card: Card, size: int, steps: int, seed: int) -> dict[str, Any]:
+def run_pipeline(pipe: Any, card: Card, size: int, steps: int, seed: int, prompt: str = ki.PROMPT,
+                 negative: str = ki.NEGATIVE, cfg: float = 5.0) -> dict[str, Any]:
     stamps: list[float] = []
 
     def on_step(_pipe: Any, _i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +162,8 @@ def run_pipeline(pipe: Any, card: Card, size: int, steps: int, seed: int) -> dic
 
     card.reset_peak()
     start = time.perf_counter()
-    images = pipe(prompt=ki.PROMPT, negative_prompt=ki.NEGATIVE, height=size, width=size, num_inference_steps=steps,
-                  guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
+    images = pipe(prompt=prompt, negative_prompt=negative, height=size, width=size, num_inference_steps=steps,
+                  guidance_scale=cfg, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
                   callback_on_step_end=on_step).images
     card.sync()
     return {"seconds": time.perf_counter() - start, "its": its_from(stamps), "peak_gib": card.peak_gib(),
@@ -164,6 +176,18 @@ def engine_with(node: Any, work: Path, **options: Any) -> Engine:
     return Engine(registry=registry, output_dir=work / "out", **options)
 
 
+def alternated(rounds: int, first_seed: int, ours: Any, theirs: Any) -> tuple[list[Any], list[Any]]:
+    """``ours(seed)`` and ``theirs(seed)`` once per round, which goes first alternating (no order bias)."""
+    mine: list[Any] = []
+    other: list[Any] = []
+    for round_ in range(rounds):
+        pair = [lambda s=first_seed + round_: mine.append(ours(s)),
+                lambda s=first_seed + round_: other.append(theirs(s))]
+        for run in pair if round_ % 2 == 0 else reversed(pair):
+            run()
+    return mine, other
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
     return {"seconds": median([r["seconds"] for r in runs]), "its": median([r["its"] for r in runs]),
             "peak_gib": max(r["peak_gib"] for r in runs)}
@@ -174,7 +198,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
 def section_inference(args: argparse.Namespace, card: Card, work: Path, report: Report, models: Any) -> None:
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     unet, vae, text, tokenizer = models
     engine = engine_with(ki.full_models_node(unet, vae, text, tokenizer, card.dtype, card.device), work)
@@ -184,13 +208,8 @@ def section_inference(args: argparse.Namespace, card: Card, work: Path, report: 
                           scheduler=make_scheduler("euler"), force_zeros_for_empty_prompt=False)
     pipe.set_progress_bar_config(disable=True)
     run_pipeline(pipe, card, args.size, 2, 0)  # warm-up
-    ours, theirs = [], []
-    for round_ in range(args.rounds):
-        seed = 100 + round_
-        pair = [lambda s=seed: ours.append(run_graph(engine, card, graph(args.size, args.steps, s))),
-                lambda s=seed: theirs.append(run_pipeline(pipe, card, args.size, args.steps, s))]
-        for run in pair if round_ % 2 == 0 else reversed(pair):
-            run()
+    ours, theirs = alternated(args.rounds, 100, lambda s: run_graph(engine, card, graph(args.size, args.steps, s)),
+                              lambda s: run_pipeline(pipe, card, args.size, args.steps, s))
     g, p = summarize(ours), summarize(theirs)
     diff = float(abs(ours[0]["image"] - theirs[0]["image"]).max())
     moves = engine.models.memory.stats.moves - moves_before
@@ -275,7 +294,7 @@ def write_folder(models: Any, folder: Path) -> None:
     """The models as a diffusers Kolors folder (fp16 safetensors on a GPU), what both cold starts read."""
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     unet, vae, text, tokenizer = models
     pipe = KolorsPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
@@ -337,15 +356,71 @@ def section_lora(args: argparse.Namespace, report: Report) -> None:
         report.say("  " + line)
 
 
-def section_sdxl(report: Report) -> None:
+def section_sdxl(args: argparse.Namespace, card: Card, work: Path, report: Report) -> None:
+    """SDXL base: graphgen's default graph vs `StableDiffusionXLPipeline` on the modules its loader made."""
+    import sd_inference as sdi
+
     registry = default_registry(entry_points=False, env=False)
     missing = [name for name in ("CheckpointLoaderSimple", "CLIPTextEncode", "KSampler") if name not in registry]
     if missing:
         report.say(f"[sdxl] skipped: no SDXL family in this checkout (missing nodes: {', '.join(missing)})")
         report.figures["sdxl"] = {"skipped": f"missing nodes {missing}"}
         return
-    report.say("[sdxl] skipped: the SDXL family is present but this suite's SDXL section is still to be written")
-    report.figures["sdxl"] = {"skipped": "section not written yet"}
+    card.release()
+    models_dir, ckpt = work / "sdxl-models", sdi.NAMES["sdxl"]
+    # The SD pack loads from files only: write the checkpoint once as a user holds it (random
+    # weights, released configs on the GPU, fp16 file; tiny configs in the dry run)...
+    start = time.perf_counter()
+    sdi.write_checkpoints(models_dir, ["sdxl"], full=not card.dry)
+    card.sync()
+    write_s = time.perf_counter() - start
+    file_gb = (models_dir / "checkpoints" / ckpt).stat().st_size / 1e9
+    card.release()
+    engine = Engine(registry=registry, output_dir=work / "out", models_dir=models_dir)
+    # ...and load it once through CheckpointLoaderSimple (file in the page cache); the pipeline is
+    # built on the very modules the loader holds, so both sides run the same weights.
+    card.reset_peak()
+    start = time.perf_counter()
+    pipe = sdi.pipeline_for(engine, "sdxl", ckpt)
+    card.sync()
+    load_s = time.perf_counter() - start
+    loaded_gib = card.peak_gib()
+    params = {name: sum(p.numel() for p in module.parameters()) / 1e9
+              for name, module in (("unet", pipe.unet), ("clip_l", pipe.text_encoder),
+                                   ("clip_g", pipe.text_encoder_2), ("vae", pipe.vae))}
+
+    def ours(seed: int, steps: int = args.steps) -> dict[str, Any]:
+        return run_graph(engine, card, sdi.graph(ckpt, args.size, steps, seed, cfg=SDXL_CFG), force=SDXL_FORCED)
+
+    def theirs(seed: int, steps: int = args.steps) -> dict[str, Any]:
+        return run_pipeline(pipe, card, args.size, steps, seed, prompt=sdi.PROMPT, negative=sdi.NEGATIVE,
+                            cfg=SDXL_CFG)
+
+    ours(0, 2)  # warm-ups (kernels, allocator)
+    theirs(0, 2)
+    moves_before = engine.models.memory.stats.moves
+    mine, other = alternated(args.rounds, 400, ours, theirs)
+    g, p = summarize(mine), summarize(other)
+    diff = float(abs(mine[0]["image"] - other[0]["image"]).max())
+    report.figures["sdxl"] = {
+        "size": args.size, "steps": args.steps, "cfg": SDXL_CFG, "sampler": "euler/normal", "params_b": params,
+        "checkpoint_gb": file_gb, "build_and_write_s": write_s, "load_s": load_s, "loaded_peak_gib": loaded_gib,
+        "graphgen": g, "pipeline": p, "ratio_seconds": g["seconds"] / p["seconds"],
+        "ratio_its": g["its"] / p["its"] if p["its"] else 0.0, "max_abs_pixel_diff": diff,
+        "graphgen_transfers": engine.models.memory.stats.moves - moves_before}
+    fig = report.figures["sdxl"]
+    report.say(f"[sdxl] {'tiny' if card.dry else 'full-size'} random-weight SDXL base (UNet {params['unet']:.2f} B, "
+               f"CLIP-L {params['clip_l']:.2f} B, bigG {params['clip_g']:.2f} B, VAE {params['vae']:.3f} B params), "
+               f"{args.size}x{args.size}, {args.steps} steps, cfg {SDXL_CFG:g}, euler/normal, "
+               f"{args.rounds} alternated rounds")
+    report.say(f"  single-file checkpoint (SGM layout) {file_gb:.2f} GB: build + write {write_s:.1f} s, "
+               f"CheckpointLoaderSimple {load_s:.1f} s (page cache; peak {loaded_gib:.2f} GiB) - not in the runs below")
+    report.say(f"  graphgen default graph     {g['seconds']:7.2f} s  {g['its']:6.2f} it/s  peak {g['peak_gib']:6.2f} GiB"
+               f"  transfers during the timed runs: {fig['graphgen_transfers']}")
+    report.say(f"  StableDiffusionXLPipeline  {p['seconds']:7.2f} s  {p['its']:6.2f} it/s  peak {p['peak_gib']:6.2f} GiB")
+    report.say(f"  ratio whole run {fig['ratio_seconds']:.3f} (goal <= 1.02), it/s {fig['ratio_its']:.3f} (goal >= 1.0);"
+               f" max |pixel difference| {diff:.4f} (0..1 scale)")
+    engine.free_resources()
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -392,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     if "lora" not in args.skip:
         section_lora(args, report)
     if "sdxl" not in args.skip:
-        section_sdxl(report)
+        with tempfile.TemporaryDirectory(prefix="graphgen-gpu-suite-sdxl-") as tmp:
+            section_sdxl(args, card, Path(tmp), report)
+        card.release()  # the section's engine and pipeline are gone with its frame
     report.figures["seconds"] = time.perf_counter() - started
     report.say(f"suite finished in {report.figures['seconds']:.0f} s (goal < 480 s on an H100/H200)")
     tag = "dryrun" if card.dry else re.sub(r"[^a-z0-9]+", "_", card.name.lower()).strip("_")

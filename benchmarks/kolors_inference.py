@@ -54,7 +54,7 @@ def workflow(models: Path, size: int, steps: int, seed: int, scheduler: str = "e
 def pipeline_for(engine: Engine, models: Path) -> Any:
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     result = engine.run(workflow(models, 64, 1, 0), outputs=["load"])
     unet, text, vae = (result.output("load", i) for i in range(3))
@@ -88,7 +88,7 @@ def child_peak_rss(models: Path, which: str, size: int, steps: int) -> float:
 
 
 def cpu_benchmark(args: argparse.Namespace) -> None:
-    from graphgen_nodes.kolors.tiny import write_tiny_models
+    from graphgen.testing.tiny_kolors import write_tiny_models
 
     root = Path(tempfile.mkdtemp(prefix="graphgen-bench-"))
     models = write_tiny_models(root / "tiny").tutorial_kolors
@@ -146,7 +146,7 @@ def build_full_models(device: torch.device, tiny: bool = False) -> tuple[Any, An
     from diffusers.pipelines.kolors import ChatGLMModel
     from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig
 
-    from graphgen_nodes.kolors import tiny as configs
+    from graphgen.testing import tiny_kolors as configs
 
     unet_config, vae_config, text_config = (
         (configs.TINY_UNET_CONFIG, configs.TINY_VAE_CONFIG, configs.TINY_CHATGLM_CONFIG) if tiny

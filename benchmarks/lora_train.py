@@ -119,7 +119,7 @@ def random_model(part: str, device: Any, tiny_configs: bool) -> Any:
     from diffusers.pipelines.kolors import ChatGLMModel
     from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig
 
-    from graphgen_nodes.kolors import tiny as cfg
+    from graphgen.testing import tiny_kolors as cfg
 
     dtype = torch.float32 if tiny_configs else torch.float16
     torch.manual_seed({"unet": 0, "vae": 1, "text": 2}[part])
@@ -146,7 +146,7 @@ def tiny_tokenizer() -> Any:
     """The tiny SentencePiece ChatGLM tokenizer (its ids are valid for the real vocabulary too)."""
     from diffusers.pipelines.kolors import ChatGLMTokenizer
 
-    from graphgen_nodes.kolors.tiny import tiny_tokenizer_model
+    from graphgen.testing.tiny_kolors import tiny_tokenizer_model
 
     return ChatGLMTokenizer(vocab_file=str(tiny_tokenizer_model(0)), padding_side="left")
 
@@ -184,7 +184,7 @@ def reset_gpu_peak(device: Any) -> None:
 def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
     from graphgen_nodes.lora.latent_cache import chatglm_encoder, vae_encoder
     from graphgen_nodes.lora.loss_log import read_loss_csv
     from graphgen_nodes.lora.train_config import TrainConfig, prepare_data
@@ -318,7 +318,7 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
     from PIL import Image
     from safetensors.torch import save_file
 
-    from graphgen_nodes.kolors.tiny import KOLORS_SCHEDULER_CONFIG
+    from graphgen.testing.tiny_kolors import KOLORS_SCHEDULER_CONFIG
 
     out: dict[str, Any] = {"variant": "c", "rss_after_imports_mib": import_stack()}
     device, size, seed = torch.device(spec["device"]), spec["size"], spec["seed"]
@@ -601,7 +601,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     dataset = write_synthetic_dataset(work / "dataset", count=args.images, size=image_size, seed=args.seed)
     models = None
     if not args.full:
-        from graphgen_nodes.kolors.tiny import write_tiny_models
+        from graphgen.testing.tiny_kolors import write_tiny_models
 
         models = str(write_tiny_models(work / "tiny").diffusers_root)
     setup_s = time.perf_counter() - t0
@@ -625,7 +625,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
         if full
         else "DRY RUN of --full (no CUDA): tiny configs, random weights, CPU"
         if dry
-        else "tiny Kolors (graphgen_nodes.kolors.tiny), CPU"
+        else "tiny Kolors (graphgen.testing.tiny_kolors), CPU"
     )
     load_before = os.getloadavg()
     print(

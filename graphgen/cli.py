@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
 
-    tiny = sub.add_parser("tiny-models", help="write tiny random-weight Kolors models (tests, demos, benchmarks)")
+    tiny = sub.add_parser("tiny-models", help="write tiny random-weight Kolors, SD1.5 and SDXL models (tests, demos, benchmarks)")
     tiny.add_argument("directory", type=Path, help="where to write them (tutorial/, diffusers/, comfyui/ inside)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
     tiny.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -364,7 +364,8 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
 
     from rich.markup import escape
 
-    from graphgen_nodes.kolors.tiny import write_tiny_models
+    from graphgen.testing.tiny_kolors import write_tiny_models
+    from graphgen.testing.tiny_sd import write_tiny_sd_models
 
     if args.directory.exists() and any(args.directory.iterdir()):
         raise UsageError(f"{args.directory} is not empty; give a new or empty folder (nothing is overwritten)")
@@ -377,6 +378,10 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
         console.print(f"  {layout}:\n    {escape(shlex.join(command))}", soft_wrap=True)
     console.print(f"  ComfyUI workflows (kijai's nodes) run with --models-dir {escape(str(paths.comfyui_models))}",
                   soft_wrap=True)
+    sd = write_tiny_sd_models(paths.comfyui_models, seed=args.seed)
+    console.print("  SD1.5 / SDXL / SDXL refiner single files (original key layout) in its checkpoints/: "
+                  + ", ".join(p.name for p in sd.checkpoints.values()), soft_wrap=True)
+    console.print("  kohya LoRAs in its loras/: " + ", ".join(p.name for p in sd.loras.values()), soft_wrap=True)
     return EXIT_OK
 
 

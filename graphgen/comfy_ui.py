@@ -215,7 +215,8 @@ def _promoted_values(instance: _UINode) -> dict[int, Any]:
         out[slot] = values[position]
         position += 1
         name = instance.inputs[slot].widget or ""
-        if is_seed_name(name) and position < len(values) and values[position] in CONTROL_VALUES:
+        if is_seed_name(name) and position < len(values) and (
+                isinstance(values[position], bool) or values[position] in CONTROL_VALUES):
             position += 1
     return out
 
@@ -424,7 +425,9 @@ def _assign(layout: list[InputSpec], values: list[Any]) -> tuple[dict[str, Any],
         misfits += not _fits(spec, value)
         if INT in split_types(spec.type) and position < len(values):
             nxt = values[position]
-            if isinstance(nxt, str) and nxt in CONTROL_VALUES:
+            if is_seed(spec) and isinstance(nxt, bool):
+                position += 1  # early editors stored the seed's control widget as a boolean (randomize)
+            elif isinstance(nxt, str) and nxt in CONTROL_VALUES:
                 following = layout[index + 1] if index + 1 < len(layout) else None
                 if is_seed(spec) or not _takes_text(following, nxt):
                     position += 1

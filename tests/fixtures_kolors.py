@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from graphgen_nodes.kolors.tiny import TinyKolors, TinyModelPaths
+    from graphgen.testing.tiny_kolors import TinyKolors, TinyModelPaths
 
 __all__ = ["tiny_components", "tiny_models"]
 
@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
     """The tiny Kolors models (seed 0) written once per session in all three file layouts."""
-    from graphgen_nodes.kolors.tiny import write_tiny_models
+    from graphgen.testing.tiny_kolors import write_tiny_models
 
     return write_tiny_models(tmp_path_factory.mktemp("tiny-kolors"), seed=0)
 
@@ -30,7 +30,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
 @pytest.fixture(scope="session")
 def tiny_components() -> TinyKolors:
     """The tiny Kolors components (seed 0), in memory. Treat them as read-only."""
-    from graphgen_nodes.kolors.tiny import build_tiny_components
+    from graphgen.testing.tiny_kolors import build_tiny_components
 
     return build_tiny_components(0)
 

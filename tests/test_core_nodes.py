@@ -303,7 +303,7 @@ def test_conditioning_timestep_range_and_zero_out():
 
 def test_saved_pngs_use_comfyuis_truncated_levels(tmp_path):
     """ComfyUI writes `np.clip(255 * x, 0, 255).astype(uint8)`: 0.5 is 127, not 128."""
-    from graphgen_nodes.kolors.images import save_png
+    from graphgen_nodes.diffusion.images import save_png
 
     values = torch.cat([torch.arange(256, dtype=torch.float32) / 255, torch.rand(1000), torch.tensor([0.5, -0.2, 1.3])])
     image = values.view(1, 1, -1, 1).expand(1, 1, values.numel(), 3)

@@ -13,7 +13,7 @@ from PIL import Image
 from graphgen import Engine, WorkflowBuilder
 from graphgen_nodes.core.vae_nodes import VAEDecodeTiled, VAEEncode
 from graphgen_nodes.core.vae_tiling import encode_tiled, grow_mask
-from graphgen_nodes.kolors.vae_ops import decode, encode
+from graphgen_nodes.diffusion.vae_ops import decode, encode
 
 
 @pytest.fixture(scope="module")

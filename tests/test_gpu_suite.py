@@ -3,6 +3,7 @@ the script does not rot between the (rare) runs on a lent GPU."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,9 +31,34 @@ def test_dry_run_measures_both_sides_and_writes_the_figures(tmp_path, monkeypatc
     cold = figures["cold"]
     assert cold["graphgen_first_image_s"] > cold["graphgen_load_s"] > 0
     assert cold["pipeline_first_image_s"] > cold["pipeline_load_s"] > 0
-    assert "sdxl" in figures and "lora" not in figures
+    assert "lora" not in figures
+    sdxl = figures["sdxl"]
+    assert (sdxl["size"], sdxl["steps"], sdxl["cfg"]) == (64, 2, 7.0)
+    for side in ("graphgen", "pipeline"):
+        assert sdxl[side]["seconds"] > 0 and sdxl[side]["its"] > 0
+    # The pipeline runs the modules CheckpointLoaderSimple made from the written file: same image.
+    assert sdxl["max_abs_pixel_diff"] <= 1e-3
+    assert sdxl["graphgen_transfers"] == 0
+    assert sdxl["checkpoint_gb"] > 0 and sdxl["build_and_write_s"] > 0 and sdxl["load_s"] > 0
+    assert set(sdxl["params_b"]) == {"unet", "clip_l", "clip_g", "vae"}
     log = (tmp_path / "gpu_suite_dryrun.log").read_text(encoding="utf-8")
     assert "[inference]" in log and "[cold start]" in log and "DRY RUN" in log
+    assert "[sdxl] tiny random-weight SDXL base" in log and "StableDiffusionXLPipeline" in log
+
+
+def test_sdxl_section_says_why_it_skips_without_the_sd_nodes(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import gpu_suite
+
+    from graphgen import NodeRegistry
+
+    monkeypatch.setattr(gpu_suite, "default_registry", lambda **_: NodeRegistry())
+    report = gpu_suite.Report()
+    gpu_suite.section_sdxl(argparse.Namespace(size=64, steps=2, rounds=1), gpu_suite.Card(dry=True), tmp_path,
+                           report)
+    assert report.lines == ["[sdxl] skipped: no SDXL family in this checkout (missing nodes: "
+                            "CheckpointLoaderSimple, CLIPTextEncode, KSampler)"]
+    assert "skipped" in report.figures["sdxl"] and not list(tmp_path.iterdir())  # nothing written
 
 
 def test_refuses_to_run_without_cuda_unless_dry(monkeypatch, capsys):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from graphgen_nodes.kolors.images import load_image, read_png_text, save_png, tensor_to_pil
+from graphgen_nodes.diffusion.images import load_image, read_png_text, save_png, tensor_to_pil
 
 
 def _pattern(h: int = 4, w: int = 6) -> np.ndarray:

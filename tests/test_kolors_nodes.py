@@ -67,7 +67,7 @@ def pipeline_images(result, steps=4, cfg=5.0, seed=7, negative=NEGATIVE, schedul
     """diffusers' KolorsPipeline over the very modules the graph loaded."""
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
 
     outputs = result.outputs
     unet = next(v["model"] for v in outputs.values() if "model" in v).handle.model

@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from graphgen_nodes.kolors import loading, tiny  # noqa: E402
+from graphgen.testing import tiny_kolors as tiny  # noqa: E402
+from graphgen_nodes.kolors import loading  # noqa: E402
 from graphgen_nodes.kolors.devices import resolve_device, resolve_dtype  # noqa: E402
 from graphgen_nodes.kolors.loading import ModelFileError  # noqa: E402
 

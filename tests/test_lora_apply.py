@@ -30,7 +30,7 @@ def build_unet(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
     """The tiny Kolors-topology UNet, seeded."""
     from diffusers import UNet2DConditionModel
 
-    from graphgen_nodes.kolors.tiny import TINY_UNET_CONFIG
+    from graphgen.testing.tiny_kolors import TINY_UNET_CONFIG
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -32,7 +32,7 @@ def _one_thread() -> Iterator[None]:
 def build_unet(seed: int = 0) -> nn.Module:
     from diffusers import UNet2DConditionModel
 
-    from graphgen_nodes.kolors.tiny import TINY_UNET_CONFIG
+    from graphgen.testing.tiny_kolors import TINY_UNET_CONFIG
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

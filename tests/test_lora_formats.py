@@ -26,7 +26,7 @@ def linear_paths() -> list[str]:
     """Every Linear module path of the tiny Kolors UNet (same topology as the real one)."""
     from diffusers import UNet2DConditionModel
 
-    from graphgen_nodes.kolors.tiny import TINY_UNET_CONFIG
+    from graphgen.testing.tiny_kolors import TINY_UNET_CONFIG
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

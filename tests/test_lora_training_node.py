@@ -104,7 +104,7 @@ def test_diffusers_loads_trained_and_converted_files(trained, tiny_models, tmp_p
     """KolorsPipeline.load_lora_weights reads our file and renders what the graph rendered with it."""
     from diffusers import KolorsPipeline
 
-    from graphgen_nodes.kolors.schedulers import make_scheduler
+    from graphgen_nodes.diffusion.schedulers import make_scheduler
     from graphgen_nodes.lora.convert import convert_lora
 
     _, engine, result = trained

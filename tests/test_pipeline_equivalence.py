@@ -15,10 +15,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from graphgen_nodes.diffusion.schedulers import make_scheduler
+from graphgen_nodes.diffusion.vae_ops import decode, encode
 from graphgen_nodes.kolors.encode import encode_prompts
 from graphgen_nodes.kolors.sampling import sample
-from graphgen_nodes.kolors.schedulers import make_scheduler
-from graphgen_nodes.kolors.vae_ops import decode, encode
 
 PROMPT = "一只可爱的小猫坐在木桌上, a photo"
 NEGATIVE = "丑陋、变形、嘈杂、模糊、低对比度"

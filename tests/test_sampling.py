@@ -7,14 +7,14 @@ import copy
 import pytest
 import torch
 
-from graphgen_nodes.kolors.encode import encode_prompts
-from graphgen_nodes.kolors.sampling import MAX_SEED, make_generator, sample
-from graphgen_nodes.kolors.schedulers import (
+from graphgen_nodes.diffusion.schedulers import (
     SCHEDULER_ALIASES,
     SCHEDULERS,
     make_scheduler,
     resolve_scheduler_name,
 )
+from graphgen_nodes.kolors.encode import encode_prompts
+from graphgen_nodes.kolors.sampling import MAX_SEED, make_generator, sample
 
 SIZE = dict(width=64, height=64)
 

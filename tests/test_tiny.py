@@ -1,4 +1,4 @@
-"""Tests for the tiny random-weight Kolors models (graphgen_nodes.kolors.tiny)."""
+"""Tests for the tiny random-weight Kolors models (graphgen.testing.tiny_kolors)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from graphgen_nodes.kolors import tiny  # noqa: E402
+from graphgen.testing import tiny_kolors as tiny  # noqa: E402
 
 
 def _state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from graphgen_nodes.kolors.vae_ops import decode, encode, vae_scale_factor
+from graphgen_nodes.diffusion.vae_ops import decode, encode, vae_scale_factor
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ class _SDXLShapedVAE(torch.nn.Module):
 def test_encode_memory_is_estimated_before_any_work(monkeypatch):
     """Issue 10: img2img on a 12000x12000 image took the process to 22.5 GB before the kernel killed it."""
     from graphgen.models import devices
-    from graphgen_nodes.kolors.vae_ops import VAEMemoryError, check_encode_fits, encode_memory_bytes
+    from graphgen_nodes.diffusion.vae_ops import VAEMemoryError, check_encode_fits, encode_memory_bytes
 
     vae = _SDXLShapedVAE()
     gib = 1024 ** 3

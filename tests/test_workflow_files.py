@@ -13,10 +13,20 @@ from graphgen import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+# The Kolors workflows name their model folders; their loaders' declared checks find a missing one.
+# (The SD workflows pick checkpoint files by name and run in tests/test_sd.py.)
+KOLORS_WORKFLOWS = sorted((ROOT / "workflows").glob("kolors_*.json"))
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
-def test_workflow_validates_and_documents_itself(path, capsys, tiny_models, tmp_path, monkeypatch):
+def test_workflow_documents_itself(path):
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["metadata"]["title"] and data["metadata"]["description"]
+    assert data["parameters"], "example workflows expose their paths and settings as parameters"
+
+
+@pytest.mark.parametrize("path", KOLORS_WORKFLOWS, ids=[p.name for p in KOLORS_WORKFLOWS])
+def test_workflow_validates_with_the_tiny_models(path, capsys, tiny_models, tmp_path, monkeypatch):
     from graphgen_nodes.lora.demo_data import write_synthetic_dataset
 
     monkeypatch.chdir(tmp_path)  # no models/ here: the missing models are named before anything runs
@@ -34,9 +44,6 @@ def test_workflow_validates_and_documents_itself(path, capsys, tiny_models, tmp_
     code = cli.main(["validate", str(path), "--models-dir", str(tiny_models.tutorial_models),
                      *extra.get(path.name, [])])
     assert code == 0, capsys.readouterr().err
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["metadata"]["title"] and data["metadata"]["description"]
-    assert data["parameters"], "example workflows expose their paths and settings as parameters"
 
 
 def random_diffsynth_lora(unet, path: Path) -> Path:

@@ -32,7 +32,7 @@ def interrupt_processing(value: bool = True) -> None:
 
 
 def _images() -> Any:
-    from graphgen_nodes.kolors import images  # type: ignore[import-not-found,unused-ignore]
+    from graphgen_nodes.diffusion import images  # type: ignore[import-not-found,unused-ignore]
 
     return images
 

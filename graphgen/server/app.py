@@ -86,7 +86,8 @@ async def get_object_info(request: web.Request) -> web.Response:
 
     def build() -> dict[str, Any]:
         return object_info(state.engine.registry.specs(), state.input_dir,
-                           on_error=lambda name, exc: log.warning("node %s cannot be described: %s", name, exc))
+                           on_error=lambda name, exc: log.warning("node %s cannot be described: %s", name, exc),
+                           models_dir=state.engine.settings.models_dir)
 
     return json_response(await loop.run_in_executor(None, build))
 
@@ -98,7 +99,8 @@ async def get_object_info_node(request: web.Request) -> web.Response:
         return json_response({})
     loop = asyncio.get_running_loop()
     spec = state.engine.registry.get(name)
-    return json_response({name: await loop.run_in_executor(None, node_definition, spec, state.input_dir)})
+    return json_response({name: await loop.run_in_executor(None, node_definition, spec, state.input_dir,
+                                                            state.engine.settings.models_dir)})
 
 
 def _memory() -> tuple[int, int]:

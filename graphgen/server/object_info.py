@@ -95,11 +95,40 @@ def _input_files(input_dir: Path) -> list[str]:
     return names
 
 
+#: ComfyUI's model-name inputs and the models subfolders (folder_paths' names) their files come from:
+#: offered as combo choices when the server has a models folder.
+MODEL_INPUT_FOLDERS: dict[str, tuple[str, ...]] = {
+    "ckpt_name": ("checkpoints",),
+    "lora_name": ("loras",),
+    "vae_name": ("vae",),
+    "unet_name": ("unet", "diffusion_models"),
+    "clip_name": ("clip", "text_encoders"),
+    "clip_name1": ("clip", "text_encoders"),
+    "clip_name2": ("clip", "text_encoders"),
+}
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+
+
+def _model_files(models_dir: Path, folders: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for folder in folders:
+        root = models_dir / folder
+        try:
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root)
+                if path.suffix.lower() in MODEL_SUFFIXES and path.is_file() and not any(
+                        part.startswith(".") for part in rel.parts):
+                    names.append(rel.as_posix())
+        except OSError:
+            continue
+    return sorted(set(names))
+
+
 def _module_part(pack: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in pack)
 
 
-def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, Any]:
+def node_definition(spec: NodeSpec, input_dir: Path | None = None, models_dir: Path | None = None) -> dict[str, Any]:
     """One node type as `/api/object_info` describes it."""
     visible = editor_inputs(spec)
     required, optional = [i for i in visible if not i.optional], [i for i in visible if i.optional]
@@ -113,6 +142,11 @@ def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, 
                 files = _input_files(input_dir)
                 sections[section][item.name] = [files, {"image_upload": True,
                                                         **({"tooltip": item.description} if item.description else {})}]
+                continue
+            if (models_dir is not None and item.type == STRING and item.choices is None
+                    and item.name in MODEL_INPUT_FOLDERS):  # a model name: the files the loader can open
+                files = _model_files(models_dir, MODEL_INPUT_FOLDERS[item.name])
+                sections[section][item.name] = [files, {"tooltip": item.description} if item.description else {}]
                 continue
             sections[section][item.name] = input_definition(item)
     hidden = {i.name: i.type for i in spec.inputs.values() if i.hidden}
@@ -145,12 +179,13 @@ def node_definition(spec: NodeSpec, input_dir: Path | None = None) -> dict[str, 
 
 
 def object_info(specs: dict[str, NodeSpec], input_dir: Path | None = None,
-                on_error: Callable[[str, Exception], None] | None = None) -> dict[str, Any]:
+                on_error: Callable[[str, Exception], None] | None = None,
+                models_dir: Path | None = None) -> dict[str, Any]:
     """Every node type, by name. A node whose description fails is left out (and reported)."""
     out: dict[str, Any] = {}
     for name in sorted(specs):
         try:
-            out[name] = node_definition(specs[name], input_dir)
+            out[name] = node_definition(specs[name], input_dir, models_dir)
         except Exception as exc:  # one broken plugin node must not break the editor
             if on_error is not None:
                 on_error(name, exc)

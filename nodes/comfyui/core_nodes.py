@@ -48,7 +48,7 @@ class VAELoader(Node):
 
 
 class LoraLoaderModelOnly(Node):
-    """Stack a LoRA from `<models>/loras` on a Kolors model at `strength_model` (ComfyUI's semantics:
+    """Stack a LoRA from `<models>/loras` on a Kolors, SD1.5 or SDXL model at `strength_model` (ComfyUI's semantics:
     strength × the file's alpha / rank, alpha = rank when the file stores none)."""
 
     category = "loaders"
@@ -67,6 +67,17 @@ class LoraLoaderModelOnly(Node):
         from graphgen_nodes.lora.lora_nodes import KolorsApplyLoRA
 
         path = find_model(self.ctx.settings, "loras", lora_name, "LoRA")
+        if hasattr(model, "family"):  # an SD1.5/SDXL MODEL: the SD pack reads its LoRA files
+            from graphgen_nodes.sd.lora import read_sd_lora
+
+            unet_lora, _, warnings = read_sd_lora(path, None)
+            for warning in warnings:
+                if "text-encoder" not in warning:
+                    self.ctx.warn(warning)
+            if unet_lora is None:
+                raise ValueError(f"LoraLoaderModelOnly: {lora_name} holds no UNet LoRA weights; use LoraLoader "
+                                 "for a LoRA that only patches the text encoder")
+            return model.with_lora(unet_lora, strength_model) if strength_model else model
         return _native(self, KolorsApplyLoRA).run(model, read_lora(path), strength_model)
 
 

@@ -74,7 +74,7 @@ class LoadImage(Node):
     def run(self, image: str, upload: str = "image") -> tuple[Any, Any]:
         import torch
 
-        from graphgen_nodes.kolors.images import load_image
+        from graphgen_nodes.diffusion.images import load_image
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -104,7 +104,7 @@ class LoadImageMask(Node):
     def run(self, image: str, channel: str, upload: str = "image") -> Any:
         import torch
 
-        from graphgen_nodes.kolors.images import load_image
+        from graphgen_nodes.diffusion.images import load_image
 
         path = _input_path(self.ctx.settings, image)
         if not path.is_file():
@@ -176,7 +176,7 @@ class SaveImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True), String("filename_prefix", default="graphgen")]
 
     def run(self, images: Any, filename_prefix: str) -> Result:
-        from graphgen_nodes.kolors.images import save_png
+        from graphgen_nodes.diffusion.images import save_png
 
         chunks = png_text_chunks(self.ctx.workflow, self.ctx.node_id)
         saved = []
@@ -227,7 +227,7 @@ class PreviewImage(Node):
     inputs = [Input("images", "IMAGE", force_link=True)]
 
     def run(self, images: Any) -> Result:
-        from graphgen_nodes.kolors.images import save_png
+        from graphgen_nodes.diffusion.images import save_png
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
         prune_previews(temp, keep=max(PREVIEWS_KEPT - images.shape[0], 0))

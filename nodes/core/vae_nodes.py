@@ -15,7 +15,7 @@ from graphgen import Choice, Input, Int, Node, Output
 
 
 def _decode(node: Node, samples: dict[str, Any], vae: Any, **options: Any) -> Any:
-    from graphgen_nodes.kolors.vae_ops import decode
+    from graphgen_nodes.diffusion.vae_ops import decode
 
     with vae.use() as model:
         scaled = samples["samples"].to(vae.device) * model.config.scaling_factor
@@ -27,7 +27,7 @@ def _decode(node: Node, samples: dict[str, Any], vae: Any, **options: Any) -> An
 
 def _encode(node: Node, pixels: Any, vae: Any, *, tile_size: int | None = None, overlap: int = 0) -> tuple[Any, int]:
     """Unscaled latents of the (centre-cropped) pixels, and the VAE's cell size in pixels."""
-    from graphgen_nodes.kolors.vae_ops import encode, vae_scale_factor
+    from graphgen_nodes.diffusion.vae_ops import encode, vae_scale_factor
 
     from .vae_tiling import center_crop_to_multiple, encode_tiled
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
 # The decode side's tile placement and blending weights, so both directions tile alike.
-from graphgen_nodes.kolors.vae_ops import _ramp, _tile_starts, encode, vae_scale_factor
+from graphgen_nodes.diffusion.vae_ops import _ramp, _tile_starts, encode, vae_scale_factor
 
 __all__ = ["center_crop_to_multiple", "encode_tiled", "grow_mask", "inpaint_pixels"]
 

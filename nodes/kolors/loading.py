@@ -31,7 +31,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionMode
 from diffusers.pipelines.kolors import ChatGLMModel, ChatGLMTokenizer
 from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig
 
-from .tiny import KOLORS_CHATGLM_CONFIG, KOLORS_SCHEDULER_CONFIG, KOLORS_UNET_CONFIG, SDXL_VAE_CONFIG
+from .configs import KOLORS_CHATGLM_CONFIG, KOLORS_SCHEDULER_CONFIG, KOLORS_UNET_CONFIG, SDXL_VAE_CONFIG
 
 __all__ = [
     "ACCEPTED_LAYOUTS",

@@ -27,14 +27,15 @@ Guidance
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from graphgen_nodes.diffusion.denoise import MAX_SEED, make_generator, step_kwargs
+from graphgen_nodes.diffusion.schedulers import make_scheduler
+
 from .encode import Conditioning, repeat_conditioning
-from .schedulers import make_scheduler
 
 __all__ = [
     "LATENT_CHANNELS",
@@ -47,8 +48,6 @@ __all__ = [
     "time_ids",
 ]
 
-#: Largest accepted seed (torch generators take unsigned 64-bit seeds).
-MAX_SEED = 2**64 - 1
 #: Pixels per latent cell.
 VAE_SCALE_FACTOR = 8
 #: Channels of Kolors/SDXL latents.
@@ -56,25 +55,6 @@ LATENT_CHANNELS = 4
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], None]
-
-
-def make_generator(seed: int) -> torch.Generator:
-    """Returns a CPU generator for a 64-bit seed.
-
-    Args:
-        seed: Integer in ``0 .. 2**64 - 1``; used as torch's generator seed unchanged.
-
-    Returns:
-        A seeded ``torch.Generator`` on the CPU.
-
-    Raises:
-        ValueError: If the seed is not an integer in range.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {type(seed).__name__}")
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in 0..{MAX_SEED}, got {seed}")
-    return torch.Generator(device="cpu").manual_seed(seed)
 
 
 def make_noise(
@@ -128,17 +108,6 @@ def _fresh_scheduler(scheduler: str | Any) -> Any:
     if hasattr(scheduler, "config") and hasattr(type(scheduler), "from_config"):
         return type(scheduler).from_config(scheduler.config)
     raise TypeError(f"scheduler must be a name or a diffusers scheduler, got {type(scheduler).__name__}")
-
-
-def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
-    """The pipeline's ``prepare_extra_step_kwargs``: ``eta=0`` and the generator where accepted."""
-    params = set(inspect.signature(scheduler.step).parameters)
-    kwargs: dict[str, Any] = {}
-    if "eta" in params:
-        kwargs["eta"] = 0.0
-    if "generator" in params:
-        kwargs["generator"] = generator
-    return kwargs
 
 
 def _match_batch(neg: Conditioning, rows: int) -> Conditioning:
@@ -281,7 +250,7 @@ def sample(
         latents = sched.add_noise(init, noise, timesteps[:1].repeat(rows))
     latents = latents.to(torch.float32)
 
-    extra = _step_kwargs(sched, generator)
+    extra = step_kwargs(sched, generator)
     total = len(timesteps)
     for i, t in enumerate(timesteps):
         if check_cancelled is not None:

@@ -13,8 +13,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from graphgen import Choice, Float, Input, InputAlias, Int, Node, Output, String
-
-from .schedulers import scheduler_names
+from graphgen_nodes.diffusion.schedulers import scheduler_names
 
 VAE_SCALE = 0.13025
 MAX_SEED = 2**64 - 1

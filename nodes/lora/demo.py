@@ -42,7 +42,7 @@ class DemoFolderError(ValueError):
 
 def prepare_folder(folder: Path) -> tuple[Path, Path, Path]:
     """Tiny models and the dataset in `folder` (made once; reused by later demo runs)."""
-    from graphgen_nodes.kolors.tiny import write_tiny_models
+    from graphgen.testing.tiny_kolors import write_tiny_models
 
     from .demo_data import write_synthetic_dataset
 

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from graphgen_nodes.diffusion.ldm_keys import LDM_RESNET_LEAVES, UnetLayout, unet_block_rows
+
 Part = Literal["down", "up", "alpha"]
 
 # --------------------------------------------------------------------------------------------
@@ -54,63 +56,12 @@ SDXL_DOWN_LAYERS = 2
 SDXL_DOWN_ATTENTION_LEVELS = (1, 2)
 SDXL_UP_ATTENTION_LEVELS = (0, 1)
 
-#: LDM names of the modules that sit outside the input/middle/output blocks.
-_LDM_FIXED: tuple[tuple[str, str], ...] = (
-    ("time_embed.0", "time_embedding.linear_1"),
-    ("time_embed.2", "time_embedding.linear_2"),
-    ("label_emb.0.0", "add_embedding.linear_1"),
-    ("label_emb.0.2", "add_embedding.linear_2"),
-    ("input_blocks.0.0", "conv_in"),
-    ("middle_block.0", "mid_block.resnets.0"),
-    ("middle_block.1", "mid_block.attentions.0"),
-    ("middle_block.2", "mid_block.resnets.1"),
-    ("out.0", "conv_norm_out"),
-    ("out.2", "conv_out"),
-)
-
-
-def _sdxl_ldm_blocks() -> tuple[tuple[str, str], ...]:
-    """Builds the LDM ↔ diffusers block rows of the SDXL/Kolors UNet from the layout constants.
-
-    Returns:
-        ``(ldm_prefix, diffusers_prefix)`` rows, e.g. ``("input_blocks.4.1", "down_blocks.1.attentions.0")``.
-    """
-    rows = list(_LDM_FIXED)
-    for level in range(SDXL_LEVELS):
-        for j in range(SDXL_DOWN_LAYERS):
-            k = 1 + level * (SDXL_DOWN_LAYERS + 1) + j
-            rows.append((f"input_blocks.{k}.0", f"down_blocks.{level}.resnets.{j}"))
-            if level in SDXL_DOWN_ATTENTION_LEVELS:
-                rows.append((f"input_blocks.{k}.1", f"down_blocks.{level}.attentions.{j}"))
-        if level < SDXL_LEVELS - 1:
-            k = (level + 1) * (SDXL_DOWN_LAYERS + 1)
-            rows.append((f"input_blocks.{k}.0.op", f"down_blocks.{level}.downsamplers.0.conv"))
-    up_layers = SDXL_DOWN_LAYERS + 1
-    for level in range(SDXL_LEVELS):
-        has_attention = level in SDXL_UP_ATTENTION_LEVELS
-        for j in range(up_layers):
-            k = level * up_layers + j
-            rows.append((f"output_blocks.{k}.0", f"up_blocks.{level}.resnets.{j}"))
-            if has_attention:
-                rows.append((f"output_blocks.{k}.1", f"up_blocks.{level}.attentions.{j}"))
-        if level < SDXL_LEVELS - 1:
-            k = level * up_layers + up_layers - 1
-            rows.append((f"output_blocks.{k}.{2 if has_attention else 1}", f"up_blocks.{level}.upsamplers.0"))
-    return tuple(rows)
-
-
 #: ``(ldm_prefix, diffusers_prefix)``: kohya/ComfyUI (LDM, "SGM") names of the Kolors UNet.
-LDM_BLOCKS: tuple[tuple[str, str], ...] = _sdxl_ldm_blocks()
+LDM_BLOCKS: tuple[tuple[str, str], ...] = unet_block_rows(
+    UnetLayout(SDXL_LEVELS, SDXL_DOWN_LAYERS, SDXL_DOWN_ATTENTION_LEVELS))
 
 #: ``(diffusers_suffix, ldm_suffix)`` inside LDM resnet blocks; transformer blocks need none.
-LDM_LEAVES: tuple[tuple[str, str], ...] = (
-    ("norm1", "in_layers.0"),
-    ("conv1", "in_layers.2"),
-    ("time_emb_proj", "emb_layers.1"),
-    ("norm2", "out_layers.0"),
-    ("conv2", "out_layers.3"),
-    ("conv_shortcut", "skip_connection"),
-)
+LDM_LEAVES: tuple[tuple[str, str], ...] = LDM_RESNET_LEAVES
 
 #: ``(diffusers_suffix, diffsynth_suffix)`` inside DiffSynth attention blocks.
 DIFFSYNTH_LEAVES: tuple[tuple[str, str], ...] = (

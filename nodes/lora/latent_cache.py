@@ -42,8 +42,8 @@ from safetensors.torch import load_file, save_file
 
 from graphgen.files import atomic_write_via_path
 
+from ..diffusion.vae_ops import check_encode_fits
 from ..kolors.encode import encode_prompts
-from ..kolors.vae_ops import check_encode_fits
 from .dataset import (
     DatasetItem,
     LoraDataset,
