@@ -10,7 +10,7 @@ from graphgen.context import Cancelled, EngineSettings, NodeContext
 from graphgen.engine import Engine
 from graphgen.errors import Issue, NodeError, WorkflowError
 from graphgen.executor import RunResult
-from graphgen.node import Bool, Choice, Float, Input, Int, Link, Node, Output, Result, String
+from graphgen.node import Bool, Choice, Float, Input, InputAlias, Int, Link, Node, Output, Result, String
 from graphgen.registry import NodeRegistry, default_registry
 from graphgen.workflow import Workflow, load_workflow
 
@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Engine", "load_workflow", "Workflow", "WorkflowBuilder", "RunResult", "WorkflowError", "Issue",
     "NodeError", "Node", "Result", "Output", "Input", "Int", "Float", "String", "Bool", "Choice", "Link",
-    "NodeContext", "EngineSettings", "Cancelled", "NodeRegistry", "default_registry", "__version__",
+    "InputAlias", "NodeContext", "EngineSettings", "Cancelled", "NodeRegistry", "default_registry", "__version__",
 ]

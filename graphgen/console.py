@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -14,12 +16,14 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from graphgen.errors import Issue
 from graphgen.events import (
@@ -40,6 +44,21 @@ from graphgen.registry import PackProblem
 
 # Per-node lines are printed for workflows up to this size; larger ones show counts only.
 DETAIL_LIMIT = 60
+# Output that goes to a pipe or a file is not wrapped at 80 columns (a wrapped path cannot be
+# copied or grepped); this is its width instead.
+PIPE_WIDTH = 4096
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console for the command line: a terminal's width, or no wrapping when piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty:
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH, soft_wrap=True)
 
 
 def print_issues(console: Console, issues: Iterable[Issue], origin: str = "") -> None:
@@ -73,6 +92,19 @@ class JsonEventWriter:
         self.stream.flush()
 
 
+class EtaColumn(TimeRemainingColumn):
+    """Time remaining: the view's own estimate where it set one (`eta` field, seconds or None for
+    unknown), else rich's estimate from the task's speed."""
+
+    def render(self, task: Task) -> Text:
+        if "eta" not in task.fields:
+            return super().render(task)
+        eta = task.fields["eta"]
+        if eta is None:
+            return Text("-:--:--", style="progress.remaining")
+        return Text(str(timedelta(seconds=max(0, int(eta + 0.5)))), style="progress.remaining")
+
+
 class EventView:
     """Base of the live views: a rich progress display, used as a context manager and as `on_event`.
 
@@ -83,7 +115,7 @@ class EventView:
         self.console = console
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+            TimeElapsedColumn(), TextColumn("eta"), EtaColumn(), console=console, transient=True,
         )
 
     def __enter__(self) -> EventView:
@@ -105,35 +137,70 @@ class RunView(EventView):
     Use as a context manager and pass the instance as `on_event`.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(console)
         self._overall: TaskID | None = None
         self._steps: dict[str, TaskID] = {}
         self._types: dict[str, str] = {}
         self._detail = True
         self._done = 0
+        self._total = 0
+        self._clock = clock
+        self._started: dict[str, float] = {}
+        self._ran: list[float] = []  # seconds of the nodes that ran (not cached)
 
     def _advance(self) -> None:
         self._done += 1
         if self._overall is not None:
-            self.progress.update(self._overall, completed=self._done)
+            self.progress.update(self._overall, completed=self._done, eta=self.eta())
+
+    def eta(self, node_id: str | None = None, value: float = 0, total: float | None = None) -> float | None:
+        """Seconds left in the run: what the running node's own steps say is left of it, plus the
+        nodes not started yet at the average time of those that ran. None when nothing tells.
+
+        (An estimate from the number of nodes done alone says "1 second" while a training node that
+        started after a few quick loaders has minutes to go.)
+        """
+        pending = max(self._total - self._done, 0)
+        average = sum(self._ran) / len(self._ran) if self._ran else None
+        if node_id is None or node_id not in self._started:
+            return average * pending if average is not None else None
+        elapsed = self._clock() - self._started[node_id]
+        if not total or value <= 0:
+            return None
+        remaining = elapsed * (total - value) / value
+        later = max(pending - 1, 0)
+        return remaining + (average * later if average is not None else 0.0)
 
     def _on_run_started(self, event: RunStarted) -> None:
         self._types = dict(event.node_types)
         self._detail = len(event.nodes) <= DETAIL_LIMIT
-        self._overall = self.progress.add_task("nodes", total=len(event.nodes))
+        self._total = len(event.nodes)
+        self._overall = self.progress.add_task("nodes", total=len(event.nodes), eta=None)
 
     def _label(self, node_id: str) -> str:
         return f"{escape(node_id)} [cyan]{escape(self._types.get(node_id, ''))}[/]"
 
     def _on_node_started(self, event: NodeStarted) -> None:
+        self._started[event.node_id] = self._clock()
         if self._overall is not None:
             self.progress.update(self._overall, description=f"running {self._label(event.node_id)}")
 
     def _on_node_cached(self, event: NodeCached) -> None:
         if self._detail:
             self.console.print(f"  [dim]•[/] {self._label(event.node_id)} [dim]cached[/]")
+        self._print_ui(event.ui)
         self._advance()
+
+    def _print_ui(self, ui: dict[str, Any] | None) -> None:
+        """An output node's results: saved file paths, texts (one line each, shortened)."""
+        for kind, items in (ui or {}).items():
+            for item in items if isinstance(items, list) else [items]:
+                shown = item.get("path") if isinstance(item, dict) else item
+                if shown is not None and not isinstance(shown, (dict, list)):
+                    text = str(shown)
+                    text = text if len(text) <= 200 else text[:197] + "..."
+                    self.console.print(f"    [dim]{escape(kind)}:[/] {escape(text)}", soft_wrap=True)
 
     def _on_node_progress(self, event: NodeProgress) -> None:
         task = self._steps.get(event.node_id)
@@ -142,6 +209,8 @@ class RunView(EventView):
             self._steps[event.node_id] = task
         description = f"  {self._label(event.node_id)}" + (f" {escape(event.message)}" if event.message else "")
         self.progress.update(task, completed=event.value, total=event.total, description=description)
+        if self._overall is not None:
+            self.progress.update(self._overall, eta=self.eta(event.node_id, event.value, event.total))
 
     def _end_steps(self, node_id: str) -> None:
         task = self._steps.pop(node_id, None)
@@ -159,15 +228,10 @@ class RunView(EventView):
 
     def _on_node_finished(self, event: NodeFinished) -> None:
         self._end_steps(event.node_id)
+        self._ran.append(event.seconds)
         if self._detail:
             self.console.print(f"  [green]✓[/] {self._label(event.node_id)} [dim]{event.seconds:.2f}s[/]")
-        for kind, items in (event.ui or {}).items():
-            for item in items if isinstance(items, list) else [items]:
-                shown = item.get("path") if isinstance(item, dict) else item
-                if shown is not None and not isinstance(shown, (dict, list)):
-                    text = str(shown)
-                    text = text if len(text) <= 200 else text[:197] + "..."
-                    self.console.print(f"    [dim]{escape(kind)}:[/] {escape(text)}", soft_wrap=True)
+        self._print_ui(event.ui)
         self._advance()
 
     def _on_node_failed(self, event: NodeFailed) -> None:

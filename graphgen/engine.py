@@ -100,7 +100,7 @@ class Engine:
             self._prepared.move_to_end(key)
             return self._prepared[key]
         prepared = validate(apply_overrides(load_workflow(workflow, self.registry), overrides, self.registry),
-                            self.registry, partial=partial)
+                            self.registry, self.settings, partial=partial)
         if key is not None and not prepared.has_dynamic_choices:
             self._prepared[key] = prepared
             while len(self._prepared) > PREPARED_MEMO_SIZE:

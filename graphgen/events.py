@@ -46,6 +46,8 @@ class NodeCached(Event):
     kind: ClassVar[str] = "node_cached"
     node_id: str = ""
     node_type: str = ""
+    ui: dict[str, Any] | None = None
+    """The cached result's UI data (an output node's text or files), shown as on its first run."""
 
 
 @dataclass

@@ -190,7 +190,8 @@ class ExecutionList:
                 spec = self.nodes[node_id].spec
                 self.result.cached.append(node_id)
                 self.result.outputs[node_id] = single_values(spec, cached.values)
-                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
+                self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
+                                     ui=cached.ui))
 
     # -- joining nodes -------------------------------------------------------------------------------
     def _add_key(self, node: PreparedNode) -> None:
@@ -252,7 +253,8 @@ class ExecutionList:
             if cached is not None:
                 cached_ids.append(node_id)
                 if self.listening:
-                    self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name))
+                    self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=node.spec.type_name,
+                                         ui=cached.ui))
                 self._done(node_id, cached.values, cached.ui)
                 continue
             if node.spec.lazy_inputs:
@@ -338,7 +340,8 @@ class ExecutionList:
                 if cached is not None:
                     self.result.cached.append(node_id)
                     if self.listening:
-                        self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name))
+                        self.emit(NodeCached(run_id=self.result.run_id, node_id=node_id, node_type=spec.type_name,
+                                             ui=cached.ui))
                     self._done(node_id, cached.values, cached.ui)
                     return None
             self.started[node_id] = time.perf_counter()

@@ -47,13 +47,14 @@ from graphgen.spec import (
     STRING,
     Choices,
     ExecutionOutcome,
+    InputAlias,
     InputSpec,
     NodeSpec,
     OutputSpec,
 )
 
 __all__ = [
-    "Node", "Result", "Output", "Input", "Int", "Float", "String", "Bool", "Choice", "Link",
+    "Node", "Result", "Output", "Input", "Int", "Float", "String", "Bool", "Choice", "Link", "InputAlias",
 ]
 
 
@@ -142,6 +143,9 @@ class Node:
     """True: `run` receives every input as a list and is called once (list mapping)."""
     output_is_list: ClassVar[Sequence[bool]] = ()
     """Per output: `run` returns a list whose items are that output's items."""
+    aliases: ClassVar[Sequence[InputAlias]] = ()
+    """Legacy input names still accepted in workflows, e.g. `InputAlias("kolors_model", "chatglm3_model",
+    type="KOLORSMODEL")` for workflows written for an older version of the node pack it mirrors."""
 
     ctx: NodeContext
 
@@ -221,7 +225,19 @@ class Node:
             fingerprint=fingerprint,
             style="graphgen",
             source=cls,
+            aliases=_aliases(name, inputs, cls.aliases),
         )
+
+
+def _aliases(name: str, inputs: dict[str, InputSpec], declared: Sequence[InputAlias]) -> dict[str, InputAlias]:
+    aliases: dict[str, InputAlias] = {}
+    for alias in declared:
+        if alias.target not in inputs:
+            raise TypeError(f"node {name}: alias {alias.name!r} names no input {alias.target!r}")
+        if alias.name in inputs or alias.name in aliases:
+            raise TypeError(f"node {name}: alias {alias.name!r} is already an input or an alias")
+        aliases[alias.name] = alias
+    return aliases
 
 
 def _make_executor(cls: type[Node], n_outputs: int) -> Any:

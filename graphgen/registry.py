@@ -10,7 +10,9 @@ ComfyUI's `NODE_CLASS_MAPPINGS` (+ `NODE_DISPLAY_NAME_MAPPINGS`), and/or ComfyUI
 Plugin folders are imported, and their ComfyUI-style nodes run, with ComfyUI's modules available
 (`graphgen.compat`); an import graphgen does not provide fails that pack alone. Two packs defining the same
 node type never overwrite each other: the name becomes ambiguous, the collision is reported
-naming both packs, and each stays reachable as `pack/Type`.
+naming both packs, and each stays reachable as `pack/Type`. A built-in node type is the
+exception: a plugin cannot take its name (every shipped workflow would break), so the built-in
+keeps the bare name and the plugin's node is reachable as `pack/Type`, with a warning that says so.
 """
 
 from __future__ import annotations
@@ -116,6 +118,21 @@ class NodeRegistry:
         """Unambiguous node types by name."""
         return dict(self._specs)
 
+    def listed(self) -> dict[str, NodeSpec]:
+        """Every node type by the name a workflow reaches it with: the bare name where it is
+        unambiguous, `pack/Type` for the others (a plugin's node shadowed by a built-in, or a type
+        several plugins define), so that `graphgen nodes` hides none."""
+        listed = dict(self._specs)
+        for qualified, spec in self._qualified.items():
+            if self._specs.get(spec.type_name) is not spec:
+                listed[qualified] = spec
+        return listed
+
+    def is_builtin(self, pack: str) -> bool:
+        """Whether `pack` is one of graphgen's built-in packs."""
+        info = self.packs.get(pack)
+        return info is not None and info.source == "built-in"
+
     def closest(self, type_name: str, n: int = 3) -> list[str]:
         """Known names that look like `type_name` (for "did you mean" hints)."""
         candidates = list(self._specs) + list(self._ambiguous)
@@ -139,7 +156,11 @@ class NodeRegistry:
         if spec.type_name not in info.node_types:
             info.node_types.append(spec.type_name)
         existing = self._specs.get(spec.type_name)
-        if spec.type_name in self._ambiguous:
+        if existing is not None and existing.pack != pack and self.is_builtin(existing.pack) != self.is_builtin(pack):
+            builtin = existing if self.is_builtin(existing.pack) else spec
+            self._specs[spec.type_name] = builtin
+            self._report_shadowed(spec.type_name, builtin.pack, pack if builtin is existing else existing.pack)
+        elif spec.type_name in self._ambiguous:
             self._ambiguous[spec.type_name].append(pack)
             self._report_collision(spec.type_name)
         elif existing is not None and existing.pack != pack:
@@ -159,6 +180,16 @@ class NodeRegistry:
             message=(f"node type {type_name!r} is defined by packs {', '.join(repr(p) for p in packs)}; "
                      f"neither overwrites the other: use {' or '.join(repr(f'{p}/{type_name}') for p in packs)}"
                      " in workflows, or remove one pack"),
+            detail=type_name,
+        ))
+
+    def _report_shadowed(self, type_name: str, builtin: str, plugin: str) -> None:
+        self.problems.append(PackProblem(
+            kind="collision",
+            pack=plugin,
+            message=(f"pack {plugin!r} defines node type {type_name!r}, which is a built-in node: {type_name!r} "
+                     f"stays the built-in one (pack {builtin!r}); the plugin's is '{plugin}/{type_name}' in "
+                     "workflows and in `graphgen nodes`"),
             detail=type_name,
         ))
 

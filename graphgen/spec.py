@@ -72,6 +72,9 @@ class InputSpec:
             (ComfyUI's `rawLink`, used by loop nodes that rebuild the graph).
         loose_constant: Any constant is accepted as it is, whatever the type (ComfyUI accepts a
             plain value for a custom type, and for hidden inputs an expansion sets).
+        checks: Cheap checks of a constant value run at validation (`graphgen.checks`): a file
+            that must exist, a value that must be a multiple of `step`... so that `validate`
+            catches what would otherwise fail minutes into a run.
     """
 
     name: str
@@ -90,6 +93,7 @@ class InputSpec:
     lazy: bool = False
     raw_link: bool = False
     loose_constant: bool = False
+    checks: tuple[Callable[..., Any], ...] = ()
 
     @property
     def accepts_constant(self) -> bool:
@@ -144,6 +148,22 @@ class OutputSpec:
         if self.description:
             out["description"] = self.description
         return out
+
+
+@dataclass(frozen=True)
+class InputAlias:
+    """A legacy name of an input: workflows written for an older version of a node still load.
+
+    Attributes:
+        name: The old input name (e.g. kijai's `kolors_model` on `KolorsTextEncode`).
+        target: The current input it feeds.
+        type: The type the old input took, when it differs (a link of this type is accepted and
+            handed to the node under `target`; the node decides what to do with it).
+    """
+
+    name: str
+    target: str
+    type: str = ""
 
 
 @dataclass
@@ -256,6 +276,8 @@ class NodeSpec:
     @functools.cached_property
     def raw_link_inputs(self) -> frozenset[str]:
         return frozenset(name for name, spec in self.inputs.items() if spec.raw_link)
+    aliases: dict[str, InputAlias] = field(default_factory=dict)
+    """Legacy input names (of the node packs graphgen mirrors) accepted in workflows, by old name."""
 
     @functools.cached_property
     def plain_call(self) -> bool:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from graphgen.asyncutil import run_sync
 from graphgen.blocker import ExecutionBlocker
+from graphgen.checks import run_checks
 from graphgen.errors import Issue, WorkflowError
 from graphgen.registry import NodeRegistry, UnknownNodeType
 from graphgen.spec import ConstantError, NodeSpec, coerce_constant, type_words, types_compatible
 from graphgen.workflow import MAX_NESTING, Link, Workflow, nesting_depth, parse_input
+
+if TYPE_CHECKING:
+    from graphgen.context import EngineSettings
 
 
 @dataclass
@@ -79,9 +83,11 @@ class PreparedWorkflow:
         return any(callable(node.spec.inputs[name].choices) for node in self.nodes.values() for name in node.constants)
 
 
-def validate(workflow: Workflow, registry: NodeRegistry, partial: bool = False) -> PreparedWorkflow:
+def validate(workflow: Workflow, registry: NodeRegistry, settings: EngineSettings | None = None,
+             partial: bool = False) -> PreparedWorkflow:
     """Check `workflow`; return it prepared, or raise `WorkflowError` listing every issue.
 
+    `settings` (the engine's folders) are what the nodes' declared checks look in (`graphgen.checks`).
     With `partial` (ComfyUI's server behaviour) an output node whose own checks or whose
     upstream nodes' checks fail is left out, with its issues in `PreparedWorkflow.issues`,
     while the valid outputs still run; `WorkflowError` only when no output is valid.
@@ -101,6 +107,7 @@ def validate(workflow: Workflow, registry: NodeRegistry, partial: bool = False) 
         entry = workflow.nodes[node_id]
         node = PreparedNode(node_id=node_id, spec=spec, constants={}, links={})
         _check_inputs(node, entry.inputs, workflow, specs, issues, graph)
+        issues.extend(run_checks(node_id, spec, node.constants, settings))
         prepared[node_id] = node
 
     issues.extend(_cycle_issues(graph, workflow))
@@ -141,6 +148,7 @@ def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Work
 
     custom = spec.validate_inputs is not None
     takes = spec.validate_takes
+    raw_inputs, legacy_types = _resolve_aliases(spec, raw_inputs, issue)
     for name, raw in raw_inputs.items():
         input_spec = spec.inputs.get(name)
         if input_spec is None and spec.accepts_undeclared:
@@ -162,7 +170,8 @@ def _check_inputs(node: PreparedNode, raw_inputs: dict[str, Any], workflow: Work
             issue("invalid_link", str(exc), name, "fix the link")
             continue
         if isinstance(value, Link):
-            _check_link(node, name, value, workflow, specs, issue, graph, any_type=spec.validate_wants_types)
+            _check_link(node, name, value, workflow, specs, issue, graph, any_type=spec.validate_wants_types,
+                        legacy_type=legacy_types.get(name))
         elif isinstance(value, (dict, list)) and nesting_depth(value) > MAX_NESTING:
             issue("value_too_deep", f"the value nests more than {MAX_NESTING} levels deep", name,
                   "flatten the value")
@@ -229,9 +238,33 @@ def _custom_validation(node: PreparedNode, workflow: Workflow, specs: dict[str, 
           taken[0] if len(taken) == 1 else None, f"check {', '.join(taken)}" if taken else "check its inputs")
 
 
+def _resolve_aliases(spec: NodeSpec, raw_inputs: dict[str, Any], issue: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Inputs given by a legacy name (`NodeSpec.aliases`) under their current name, and the types the
+    legacy inputs accept where they differ (a link of that type is handed to the node as it is)."""
+    if not spec.aliases or not any(name in spec.aliases for name in raw_inputs):
+        return raw_inputs, {}
+    resolved: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    for name, raw in raw_inputs.items():
+        alias = spec.aliases.get(name)
+        if alias is None:
+            resolved.setdefault(name, raw)
+            continue
+        if alias.target in raw_inputs:
+            issue("duplicate_input", f"both {name!r} (the old name) and {alias.target!r} are given", name,
+                  f"keep only {alias.target!r}")
+            continue
+        resolved[alias.target] = raw
+        if alias.type:
+            types[alias.target] = f"{spec.inputs[alias.target].type},{alias.type}"
+    return resolved, types
+
+
 def _check_link(node: PreparedNode, name: str, link: Link, workflow: Workflow, specs: dict[str, NodeSpec],
-                issue: Any, graph: nx.DiGraph, any_type: bool = False) -> None:
+                issue: Any, graph: nx.DiGraph, any_type: bool = False, legacy_type: str | None = None) -> None:
     input_spec = node.spec.inputs.get(name)
+    if legacy_type and input_spec is not None:
+        input_spec = replace(input_spec, type=legacy_type)
     if link.node not in workflow.nodes:
         close = difflib.get_close_matches(link.node, list(workflow.nodes), n=1)
         issue("link_to_missing_node", f"links to node {link.node!r}, which is not in the workflow", name,

@@ -199,8 +199,9 @@ def _parse_json(raw: str | bytes, origin: str) -> Any:
         except UnicodeDecodeError as exc:
             raise WorkflowError([Issue(code="invalid_json", message=f"{origin} is not UTF-8 text "
                                        f"(byte {exc.start} is invalid)", hint="save the workflow as UTF-8 JSON")]) from None
+    duplicates: list[str] = []
     try:
-        return json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=lambda pairs: _object_without_duplicates(pairs, duplicates))
     except json.JSONDecodeError as exc:
         raise WorkflowError([Issue(code="invalid_json",
                                    message=f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
@@ -211,6 +212,28 @@ def _parse_json(raw: str | bytes, origin: str) -> Any:
     except RecursionError:
         raise WorkflowError([Issue(code="invalid_json", message=f"{origin} nests too deeply to be read",
                                    hint=f"values may nest at most {MAX_NESTING} levels")]) from None
+    if duplicates:
+        raise WorkflowError([Issue(code="duplicate_key", message=text,
+                                   hint="keep one of them: JSON readers disagree on which one wins")
+                             for text in duplicates])
+    return data
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:
+    """A JSON object; a key given twice is recorded (silently keeping the last one hides edits)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            duplicates.append(f"key {key!r} appears twice in one object (values {_brief(data[key])} and "
+                              f"{_brief(value)})" + (f" inside the object with keys {_brief(list(data)[:5])}"
+                                                     if len(data) > 1 else ""))
+        data[key] = value
+    return data
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def detect_format(data: Any) -> str:

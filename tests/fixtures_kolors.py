@@ -33,3 +33,13 @@ def tiny_components() -> TinyKolors:
     from graphgen.testing.tiny_kolors import build_tiny_components
 
     return build_tiny_components(0)
+
+
+def unreadable_kolors_folder(path):
+    """A folder laid out like a Kolors root (so validation passes) whose weights cannot be read:
+    a model that fails only when it loads."""
+    for part in ("unet", "text_encoder", "vae"):
+        (path / part).mkdir(parents=True)
+        (path / part / "config.json").write_text("{}")
+        (path / part / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+    return path

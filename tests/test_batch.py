@@ -194,7 +194,10 @@ def test_resume_skips_finished_jobs_and_outputs_are_never_rewritten(engine, smal
 
 
 def test_a_failing_job_is_reported_with_its_overrides_and_the_rest_finish(engine, small, tmp_path):
-    jobs = [{"seed": 1}, {"seed": 2, "kolors": str(tmp_path / "no-such-model")}, {"seed": 3}, {"seed": 4, "steps": 0}]
+    from fixtures_kolors import unreadable_kolors_folder
+
+    broken = unreadable_kolors_folder(tmp_path / "no-such-model")  # fails when it loads, not at validation
+    jobs = [{"seed": 1}, {"seed": 2, "kolors": str(broken)}, {"seed": 3}, {"seed": 4, "steps": 0}]
     events: list = []
     result = run_batch(TXT2IMG, jobs, engine=engine, overrides=small, output_dir=tmp_path, on_event=_events(events))
     assert [j.status for j in result.jobs] == ["success", "failed", "success", "invalid"]
@@ -236,7 +239,7 @@ def test_ray_executor_without_ray_says_how_to_install(monkeypatch, tmp_path):
 
 def run_cli(argv: list[str]) -> int:
     """`graphgen run ...` with the batch flags, whether or not cli.py wires them in already."""
-    import cli
+    from graphgen import cli
 
     parser = cli.build_parser()
     run_parser = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)

@@ -83,7 +83,7 @@ def local_reference(small, tmp_path_factory):
 
 def test_sweep_on_two_gpus_matches_local_and_loads_models_once_per_actor(ray_cluster, small, local_reference,
                                                                           tmp_path, capsys):
-    import cli
+    from graphgen import cli
     from graphgen.batch.command import add_batch_arguments, batch_requested, run_batch_command
 
     argv = ["run", str(TXT2IMG), "--output-dir", str(tmp_path), "--sweep", f"seed=1..{SEEDS}", "--ray", "auto",
@@ -165,7 +165,10 @@ def test_a_killed_actor_is_restarted_and_loses_no_job(executor, small, local_ref
 
 
 def test_a_failing_job_is_reported_and_the_rest_finish(executor, small, tmp_path):
-    jobs = [{"seed": 1}, {"seed": 2, "kolors": str(tmp_path / "no-such-model")}, {"seed": 3}, {"seed": 4}]
+    from fixtures_kolors import unreadable_kolors_folder
+
+    broken = unreadable_kolors_folder(tmp_path / "no-such-model")  # fails when it loads, not at validation
+    jobs = [{"seed": 1}, {"seed": 2, "kolors": str(broken)}, {"seed": 3}, {"seed": 4}]
     events: list[dict] = []
     result = run_batch(TXT2IMG, jobs, executor=executor, overrides=small, output_dir=tmp_path,
                        on_event=lambda e: events.append(e.to_dict()))

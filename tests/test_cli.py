@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from graphgen import cli
 
 DATA = Path(__file__).parent / "data"
 PLUGINS = str(DATA / "plugins")
@@ -197,3 +197,195 @@ def test_ctrl_c_stops_cleanly_at_the_next_step(tmp_path):
     assert "Traceback" not in err and "cancelling" in err
     last = json.loads(out.strip().splitlines()[-1])
     assert last["event"] == "run_finished" and last["status"] == "cancelled"
+
+
+def test_tiny_models_prints_commands_that_run_the_shipped_workflows(capsys, tmp_path, monkeypatch):
+    import shlex
+
+    code, out, _ = run_cli(capsys, "tiny-models", str(tmp_path / "tiny"))
+    assert code == 0
+    printed = [shlex.split(line.strip()) for line in out.splitlines() if line.strip().startswith("graphgen run")]
+    assert len(printed) == 3
+    assert any("--models-dir" in c and c[c.index("--models-dir") + 1].endswith("tutorial/models") for c in printed)
+    monkeypatch.chdir(ROOT)  # the commands name workflows/... as in the README
+    for index, command in enumerate(printed):
+        argv = command[1:] + ["--output-dir", str(tmp_path / "out"), "--json"]
+        if index:  # one full run is enough; the others must at least pass validation
+            argv = ["validate", *[a for a in argv[1:] if a not in ("--output-dir", str(tmp_path / "out"))]]
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0, err + out[-1500:]
+    assert sorted((tmp_path / "out").rglob("*.png"))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".ckpt", ".safetensors"])
+def test_lora_convert_of_a_photo_is_a_clear_error_without_pytorchs_advice(capsys, tmp_path, suffix):
+    from PIL import Image
+
+    photo = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (8, 8)).save(photo, format="PNG")
+    code, out, err = run_cli(capsys, "lora", "convert", str(photo), str(tmp_path / "x.safetensors"), "--to", "kohya")
+    assert code == 2 and "Traceback" not in err
+    assert "weights_only" not in err.replace("weights_only=True", "") and "Re-running" not in err
+    assert len(err.strip().splitlines()) == 1
+    if suffix != ".safetensors":
+        assert "is a PNG image, not a weights file" in err
+
+
+def test_nodes_json_into_a_pipe_that_closes_early_exits_quietly():
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", "import sys; from graphgen import cli; sys.exit(cli.main(['nodes', '--json']))"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    process.stdout.close()  # `| head -1` that already went away: every write fails with EPIPE
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, err
+    assert err == ""
+
+
+def test_piped_output_is_not_wrapped(capsys, tmp_path):
+    from graphgen.console import make_console
+
+    console = make_console()  # capsys: stdout is not a terminal
+    long_path = str(tmp_path / ("a-very-long-folder-name-" * 12) / "image.png")
+    console.print(f"saved {long_path}")
+    assert f"saved {long_path}\n" == capsys.readouterr().out
+
+
+def test_a_plugin_defining_a_builtin_name_does_not_take_it(capsys, tmp_path, tiny_models):
+    plugins = tmp_path / "plugins"
+    (plugins / "mypack").mkdir(parents=True)
+    (plugins / "mypack" / "__init__.py").write_text(
+        "from graphgen import Node, Input, Result\n"
+        "class SaveImage(Node):\n"
+        "    '''The plugin's own saver.'''\n"
+        "    output_node = True\n"
+        "    inputs = [Input('images', 'IMAGE', force_link=True)]\n"
+        "    def run(self, images):\n"
+        "        return Result(ui={'text': ['saved by mypack']})\n"
+        "NODES = [SaveImage]\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "nodes", "--plugins", str(plugins), "--json")
+    assert code == 0
+    listed = {n["type"]: n for n in json.loads(out)}
+    assert listed["SaveImage"]["pack"] == "core" and listed["mypack/SaveImage"]["pack"] == "mypack"
+    assert "'mypack/SaveImage'" in err and "built-in" in err
+
+    code, out, err = run_cli(capsys, "nodes", "SaveImage", "--plugins", str(plugins))
+    assert code == 0 and "pack core" in out
+    code, out, err = run_cli(capsys, "nodes", "mypack/SaveImage", "--plugins", str(plugins))
+    assert code == 0 and "The plugin's own saver" in out
+
+    shipped = str(ROOT / "workflows" / "kolors_txt2img.json")
+    code, out, err = run_cli(capsys, "validate", shipped, "--plugins", str(plugins),
+                             "--models-dir", str(tiny_models.tutorial_models))
+    assert code == 0, err
+    data = json.loads((ROOT / "workflows" / "kolors_txt2img.json").read_text(encoding="utf-8"))
+    data["nodes"]["7"]["class_type"] = "mypack/SaveImage"
+    del data["parameters"]["prefix"]  # the plugin's saver takes no prefix
+    code, out, err = run_cli(capsys, "validate", write(tmp_path, data), "--plugins", str(plugins),
+                             "--models-dir", str(tiny_models.tutorial_models))
+    assert code == 0, err
+
+
+def test_readme_node_example_shows_its_result(capsys, tmp_path):
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Writing nodes"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    workflow = re.search(r"`(\{\"1\": \{\"class_type\": \"Repeat\".*?)`", section).group(1)
+    (tmp_path / "plugins" / "mypack").mkdir(parents=True)
+    (tmp_path / "plugins" / "mypack" / "__init__.py").write_text(code, encoding="utf-8")
+    (tmp_path / "hello.json").write_text(workflow, encoding="utf-8")
+    base = ["run", str(tmp_path / "hello.json"), "--plugins", str(tmp_path / "plugins"),
+            "--output-dir", str(tmp_path / "out")]
+    status, out, err = run_cli(capsys, *base)
+    assert status == 0, err
+    assert "text: hi hi hi" in out
+    status, out, err = run_cli(capsys, *base, "--json")
+    finished = [json.loads(line) for line in out.splitlines() if '"node_finished"' in line]
+    assert [e["ui"] for e in finished if e["node_id"] == "2"] == [{"text": ["hi hi hi "]}]
+
+
+def test_text_of_a_cached_output_node_is_shown_again(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from graphgen import Engine, Input, Node, Result
+    from graphgen.console import RunView
+    from graphgen.registry import NodeRegistry
+
+    class Say(Node):
+        output_node = True
+        inputs = [Input("text", "STRING")]
+
+        def run(self, text: str) -> Result:
+            return Result(ui={"text": [text.upper()]})
+
+    registry = NodeRegistry()
+    registry.register(Say)
+    engine = Engine(registry=registry, output_dir=tmp_path)
+    workflow = {"1": {"class_type": "Say", "inputs": {"text": "hello"}}}
+    shown = []
+    for _ in range(2):
+        stream = io.StringIO()
+        events = []
+        with RunView(Console(file=stream, width=200)) as view:
+            engine.run(workflow, on_event=lambda e, view=view, events=events: (events.append(e.to_dict()), view(e)))
+        shown.append(stream.getvalue())
+        assert [e["ui"] for e in events if e["event"] in ("node_finished", "node_cached")] == [{"text": ["HELLO"]}]
+    assert "cached" in shown[1]
+    assert all("text: HELLO" in text for text in shown)
+
+
+def test_overall_eta_follows_a_long_node(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from graphgen.console import EtaColumn, RunView
+    from graphgen.events import NodeFinished, NodeProgress, NodeStarted, RunStarted
+
+    now = [0.0]
+    view = RunView(Console(file=io.StringIO(), width=200), clock=lambda: now[0])
+    with view:
+        view(RunStarted(run_id="r", nodes=["1", "2", "3", "4"], node_types={"1": "Load", "2": "Load", "3": "Train",
+                                                                             "4": "Save"}))
+        for node in ("1", "2"):  # two quick loaders
+            view(NodeStarted(run_id="r", node_id=node))
+            now[0] += 0.5
+            view(NodeFinished(run_id="r", node_id=node, seconds=0.5))
+        view(NodeStarted(run_id="r", node_id="3"))
+        now[0] += 20.0
+        view(NodeProgress(run_id="r", node_id="3", value=10, total=100))  # 20 s for 10 % of the training
+        overall = view.progress.tasks[0]
+        assert overall.fields["eta"] == pytest.approx(180.0 + 0.5)  # 90 % of the node left, then one quick node
+        assert str(EtaColumn().render(overall)) == "0:03:01"
+        now[0] += 160.0
+        view(NodeProgress(run_id="r", node_id="3", value=90, total=100))
+        assert view.progress.tasks[0].fields["eta"] == pytest.approx(20.0 + 0.5)
+
+
+def test_the_command_is_installed_from_inside_graphgen():
+    import subprocess
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"]["graphgen"] == "graphgen.cli:main"
+    assert "cli" not in project["tool"]["setuptools"].get("py-modules", [])
+    for argv in ([sys.executable, "-m", "graphgen", "--version"], [sys.executable, str(ROOT / "cli.py"), "--version"]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT / "tests")
+        assert done.returncode == 0 and done.stdout.startswith("graphgen "), done.stderr
+
+
+def test_nodes_names_the_packs_of_an_ambiguous_type(capsys, tmp_path):
+    for pack in ("one", "two"):
+        (tmp_path / pack).mkdir()
+        (tmp_path / pack / "__init__.py").write_text(
+            "from graphgen import Node, Output\n"
+            "class Shared(Node):\n    outputs = [Output('INT')]\n    def run(self):\n        return 1\n"
+            "NODES = [Shared]\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "nodes", "Shared", "--plugins", str(tmp_path))
+    assert code == 2 and "one/Shared or two/Shared" in err and "did you mean" not in err
+    code, out, err = run_cli(capsys, "nodes", "--plugins", str(tmp_path), "--json")
+    assert {"one/Shared", "two/Shared"} <= {n["type"] for n in json.loads(out)}

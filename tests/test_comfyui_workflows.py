@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-from graphgen import Engine
+from graphgen import Engine, cli
 from graphgen.comfy_ui import convert_file
+from graphgen.errors import WorkflowError
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "shared" / "comfyui-workflows"
 if not WORKFLOWS.is_dir():
@@ -138,20 +138,23 @@ def test_cli_runs_a_ui_workflow_with_models_dir_and_set(comfy, tmp_path, capsys)
     assert code == 0, err
 
 
-def test_missing_models_are_one_clear_error(comfy, tmp_path):
+def test_missing_models_are_one_clear_error_before_anything_runs(comfy, tmp_path):
     empty = tmp_path / "models"
     (empty / "vae").mkdir(parents=True)
-    result = Engine(output_dir=tmp_path / "out", models_dir=empty).run(BASE, overrides=SMALL)
-    assert result.status == "failed"
-    kolors = str(result.failed["6"])
+    with pytest.raises(WorkflowError) as caught:
+        Engine(output_dir=tmp_path / "out", models_dir=empty).run(BASE, overrides=SMALL)
+    issues = {(i.node_id, i.input): i for i in caught.value.issues}
+    kolors = str(issues[("6", "model")])
     assert str(empty / "diffusers" / "Kolors") in kolors and "diffusers/Kolors/" in kolors
     assert "nothing is downloaded" in kolors
-    vae = str(result.failed["11"])
+    vae = str(issues[("11", "vae_name")])
     assert str(empty / "vae" / "sdxl.vae.safetensors") in vae and "holds no models" in vae
 
-    lora = comfy["engine"].run(WITH_LORA, overrides=SMALL)  # the tutorial's /mnt/workspace path
-    assert "--set 16.lora_path=FILE" in str(lora.failed["16"])
-    assert "/mnt/workspace/models/lightning_logs" in str(lora.failed["16"])
+    with pytest.raises(WorkflowError) as caught:  # the tutorial's /mnt/workspace path
+        comfy["engine"].run(WITH_LORA, overrides=SMALL)
+    (lora,) = caught.value.issues
+    assert (lora.node_id, lora.input) == ("16", "lora_path")
+    assert "--set 16.lora_path=FILE" in str(lora) and "/mnt/workspace/models/lightning_logs" in str(lora)
 
 
 def test_img2img_with_fp16_chatglm_and_a_latent_of_another_size(comfy, tmp_path):
@@ -170,3 +173,42 @@ def test_quantised_chatglm_is_refused_clearly_without_optimum_quanto(comfy, tmp_
     result = engine.run(IMG2IMG, overrides={**SMALL, "17.image": str(comfy["image"])})
     message = str(result.failed["13"])
     assert "'quant8'" in message and "optimum-quanto" in message and "fp16" in message
+
+
+def kijai_first_version(legacy: bool) -> dict:
+    """kijai's first Kolors example (API form): KolorsTextEncode took the whole model as `kolors_model`."""
+    encode = {"prompt": "a cat | a dog", "negative_prompt": ""}
+    nodes = {
+        "1": {"class_type": "DownloadAndLoadKolorsModel", "inputs": {"model": "Kwai-Kolors/Kolors", "precision": "fp32"}},
+        "2": {"class_type": "KolorsTextEncode", "inputs": {**encode, "kolors_model": ["1", 0]}},
+        "3": {"class_type": "KolorsSampler", "inputs": {
+            "kolors_model": ["1", 0], "kolors_embeds": ["2", 0], "width": 64, "height": 64, "seed": 3, "steps": 2,
+            "cfg": 5.0, "scheduler": "EulerDiscreteScheduler"}},
+        "4": {"class_type": "VAELoader", "inputs": {"vae_name": "sdxl.vae.safetensors"}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 0]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    }
+    if not legacy:  # today's form: the encoder from its own loader
+        nodes["7"] = {"class_type": "DownloadAndLoadChatGLM3", "inputs": {"precision": "fp16"}}
+        nodes["2"]["inputs"] = {**encode, "chatglm3_model": ["7", 0]}
+    return nodes
+
+
+def test_kijais_older_text_encode_with_kolors_model_runs(comfy):
+    engine = comfy["engine"]
+    legacy = engine.run(kijai_first_version(legacy=True))
+    today = engine.run(kijai_first_version(legacy=False))
+    assert images(legacy, "5").shape == (2, 64, 64, 3)
+    assert torch.equal(images(legacy, "5"), images(today, "5"))  # the same encoder, read from the same folder
+
+
+def test_a_legacy_input_name_and_its_new_name_together_are_refused(comfy):
+    workflow = kijai_first_version(legacy=True)
+    workflow["7"] = {"class_type": "DownloadAndLoadChatGLM3", "inputs": {"precision": "fp16"}}
+    workflow["2"]["inputs"]["chatglm3_model"] = ["7", 0]
+    (issue,) = comfy["engine"].validate(workflow)
+    assert (issue.code, issue.node_id, issue.input) == ("duplicate_input", "2", "kolors_model")
+    workflow = kijai_first_version(legacy=True)
+    workflow["2"]["inputs"]["kolors_model"] = ["4", 0]  # a VAE is neither the old nor the new type
+    (issue,) = comfy["engine"].validate(workflow)
+    assert issue.code == "return_type_mismatch" and issue.input == "chatglm3_model"

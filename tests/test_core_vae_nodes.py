@@ -150,7 +150,7 @@ def test_comfyui_api_workflow_of_core_nodes_runs_from_the_cli(tmp_path, tiny_mod
     """Outpainting preparation in ComfyUI's API format, the VAE found by name under --models-dir."""
     import json
 
-    import cli
+    from graphgen import cli
 
     (tmp_path / "input").mkdir()
     Image.fromarray(np.full((40, 48, 3), 200, dtype=np.uint8)).save(tmp_path / "input" / "photo.png")

@@ -9,8 +9,7 @@ from typing import Any
 import execution_nodes as xn
 import pytest
 
-import cli
-from graphgen import Engine, WorkflowError
+from graphgen import Engine, WorkflowError, cli
 
 
 @pytest.fixture()

@@ -171,7 +171,7 @@ def test_api_prompt_has_index_links_every_value_and_the_parameters(tmp_path):
 
 
 def test_convert_api_on_a_shipped_workflow_keeps_its_values(tmp_path):
-    import cli
+    from graphgen import cli
 
     target = tmp_path / "api.json"
     assert cli.main(["convert", str(ROOT / "workflows" / "kolors_txt2img.json"), str(target), "--api"]) == 0

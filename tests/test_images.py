@@ -194,3 +194,29 @@ def test_bad_inputs(tmp_path):
     Image.fromarray(_pattern()).save(jpg)
     with pytest.raises(ValueError, match="not a PNG"):
         read_png_text(jpg)
+
+
+def test_previews_do_not_pile_up_in_the_temp_folder(tmp_path):
+    from graphgen import Engine
+    from graphgen_nodes.core.io_nodes import PREVIEWS_KEPT
+
+    temp = tmp_path / "out" / ".temp"
+    temp.mkdir(parents=True)
+    for index in range(PREVIEWS_KEPT + 20):  # a long session's worth of old previews
+        old = temp / f"preview_{index:08x}_00001_.png"
+        old.write_bytes(b"png")
+        os.utime(old, ns=(10**18 + index * 10**9, 10**18 + index * 10**9))
+    (temp / "notes.txt").write_text("not a preview")
+    (temp / "mine.png").write_bytes(b"not a preview either")
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    engine = Engine(output_dir=tmp_path / "out")
+    workflow = {"1": {"class_type": "LoadImage", "inputs": {"image": str(tmp_path / "in.png")}},
+                "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    for _ in range(3):
+        (new,) = engine.run(workflow).ui["2"]["images"]
+        assert Path(new["path"]).is_file()
+    previews = sorted(temp.glob("preview_*.png"))
+    assert len(previews) == PREVIEWS_KEPT
+    assert not (temp / "preview_00000000_00001_.png").exists()  # the oldest went first
+    assert (temp / f"preview_{PREVIEWS_KEPT + 19:08x}_00001_.png").exists()
+    assert (temp / "notes.txt").exists() and (temp / "mine.png").exists()

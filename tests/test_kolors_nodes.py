@@ -141,15 +141,34 @@ def test_long_prompt_warns_truncation(engine, tiny_models):
     assert any("256" in w for warnings in result.warnings.values() for w in warnings)
 
 
-def test_missing_model_is_one_clear_error(engine, tmp_path):
+def test_missing_model_is_one_clear_error_at_validation(engine, tmp_path):
+    from graphgen.errors import WorkflowError
+
     b = WorkflowBuilder()
     vae = b.add("KolorsVAELoader", path=str(tmp_path / "nowhere"), device="cpu")
     b.add("PreviewImage", images=b.add("VAEDecode", samples=b.add("EmptyLatentImage", width=64, height=64), vae=vae))
-    result = engine.run(b.build())
-    error = result.failed[vae.id]
-    first_line, *looked = error.message.strip().splitlines()
-    assert "nowhere" in first_line and "VAE" in first_line
-    assert "looked for:" in looked[0] and any("nowhere" in line for line in looked[1:])
+    with pytest.raises(WorkflowError) as caught:
+        engine.run(b.build())
+    (issue,) = caught.value.issues
+    assert (issue.node_id, issue.input, issue.code) == (vae.id, "path", "check_failed")
+    assert "nowhere" in issue.message and "VAE" in issue.message and "--models-dir" in issue.hint
+
+
+def test_a_kolors_folder_without_its_unet_is_refused_at_validation(engine, tiny_models, tmp_path):
+    import shutil
+
+    from graphgen.errors import WorkflowError
+
+    partial = tmp_path / "Kolors"
+    shutil.copytree(tiny_models.tutorial_kolors, partial, ignore=shutil.ignore_patterns("unet"))
+    b = WorkflowBuilder()
+    model = b.add("KolorsModelLoader", path=str(partial), device="cpu")
+    b.add("PreviewImage", images=b.add("VAEDecode", samples=b.add("EmptyLatentImage", width=64, height=64),
+                                       vae=model[2]))
+    with pytest.raises(WorkflowError) as caught:
+        engine.prepare(b.build())
+    (issue,) = caught.value.issues
+    assert issue.node_id == model.id and "no UNet weights" in issue.message and str(partial) in issue.message
 
 
 def test_prompt_batches_and_choices():

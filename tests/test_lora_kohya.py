@@ -99,3 +99,19 @@ def test_schedules_snr_noise_offset_and_optimizer_refusal() -> None:
             TrainConfig(optimizer="AdamW8bit").validate()
     with pytest.raises(TrainError, match="sample_prompts"):
         TrainConfig(sample_every_n_steps=5).validate()
+
+
+def test_validation_accepts_a_kohya_folder_and_names_an_empty_one(tmp_path):
+    """The validation-time dataset check reads kohya's `<repeats>_<name>/` folders (it used to stop at them)."""
+    from PIL import Image
+
+    from graphgen_nodes.lora.dataset import check_dataset
+
+    folder = tmp_path / "10_disc"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (200, 0, 0)).save(folder / "a.png")
+    (folder / "a.txt").write_text("a red disc", encoding="utf-8")
+    assert check_dataset(tmp_path) is None
+    (folder / "a.txt").write_text("  ", encoding="utf-8")
+    problem = check_dataset(tmp_path)
+    assert problem is not None and "caption" in problem

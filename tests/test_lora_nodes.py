@@ -120,8 +120,11 @@ def test_stacked_loras(engine, tiny_models, lora_files):
 def test_bad_lora_files_are_clear_errors(engine, tiny_models, tmp_path):
     from safetensors.torch import save_file
 
-    missing = engine.run(compare_workflow(tiny_models, str(tmp_path / "nope.safetensors")))
-    assert "not found" in next(iter(missing.failed.values())).message
+    from graphgen.errors import WorkflowError
+
+    with pytest.raises(WorkflowError) as missing:  # before any model loads
+        engine.run(compare_workflow(tiny_models, str(tmp_path / "nope.safetensors")))
+    assert "not found" in str(missing.value) and "lora_path" in str(missing.value)
     foreign = tmp_path / "flux.safetensors"
     save_file({"transformer.single_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 8),
                "transformer.single_blocks.0.attn.to_q.lora_B.weight": torch.zeros(8, 4)}, str(foreign))

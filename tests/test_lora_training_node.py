@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-from graphgen import Engine
+from graphgen import Engine, cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "workflows" / "kolors_lora.json"

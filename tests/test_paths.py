@@ -3,7 +3,6 @@ and output folders, and a refusal never tells a missing file from a forbidden on
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 from PIL import Image
 
 from graphgen import Engine, WorkflowBuilder
+from graphgen.errors import WorkflowError
 from graphgen.paths import inside_roots
 
 REFUSED = "is not available: this server reads files only from its input, models and output folders"
@@ -32,9 +32,16 @@ def engine_for(folders: Path, confined: bool, models: Path | None = None) -> Eng
 
 
 def load_image(engine: Engine, name: str) -> str | None:
+    """None if LoadImage reads `name`; else the message of its refusal, which LoadImage's declared check
+    (`image_file_check`) gives at validation, before anything runs."""
     b = WorkflowBuilder()
     b.add("PreviewImage", images=b.add("LoadImage", id="load", image=name)["image"])
-    result = engine.run(b.build())
+    try:
+        result = engine.run(b.build())
+    except WorkflowError as exc:
+        (issue,) = exc.issues
+        assert (issue.node_id, issue.input) == ("load", "image")
+        return issue.message
     return None if result.ok else str(result.failed["load"].message)
 
 
@@ -72,20 +79,31 @@ def test_model_lora_and_vae_inputs_are_confined(folders, tiny_models):
     engine = engine_for(folders, confined=True, models=tiny_models.comfyui_models)
     outside_lora = folders / "elsewhere" / "style.safetensors"
     outside_lora.write_bytes(b"not read")
-    b = WorkflowBuilder()
-    b.add("LoadLoRA", id="lora_there", lora_path=str(outside_lora))
-    b.add("LoadLoRA", id="lora_missing", lora_path=str(folders / "elsewhere" / "gone.safetensors"))
-    b.add("KolorsUNetLoader", id="unet_there", path=str(tiny_models.tutorial_kolors), precision="fp32", device="cpu")
-    b.add("KolorsUNetLoader", id="unet_inside", path="unet/kolors_unet.safetensors", precision="fp32", device="cpu")
-    b.add("VAELoader", id="vae_there", vae_name=str(tiny_models.tutorial_fp16_vae / "diffusion_pytorch_model.safetensors"))
-    b.add("VAELoader", id="vae_missing", vae_name="/nowhere/vae.safetensors")
-    b.add("VAELoader", id="vae_escape", vae_name="../../../../../../etc/hostname")
-    b.add("PreviewImage", images=b.add("LoadImage", image="photo.png")["image"])
-    ids = ["lora_there", "lora_missing", "unet_there", "unet_inside", "vae_there", "vae_missing", "vae_escape"]
-    result = engine.run(b.build(), outputs=ids)
-    assert "unet_inside" in result.executed  # inside the models folder: loads
-    failed = {node: str(error.message) for node, error in result.failed.items()}
-    assert set(failed) == set(ids) - {"unet_inside"}, failed
+    nodes = {"lora_there": ("LoadLoRA", {"lora_path": str(outside_lora)}),
+             "lora_missing": ("LoadLoRA", {"lora_path": str(folders / "elsewhere" / "gone.safetensors")}),
+             "unet_there": ("KolorsUNetLoader", {"path": str(tiny_models.tutorial_kolors)}),
+             "unet_inside": ("KolorsUNetLoader", {"path": "unet/kolors_unet.safetensors"}),
+             "vae_there": ("VAELoader", {"vae_name": str(tiny_models.tutorial_fp16_vae /
+                                                          "diffusion_pytorch_model.safetensors")}),
+             "vae_missing": ("VAELoader", {"vae_name": "/nowhere/vae.safetensors"}),
+             "vae_escape": ("VAELoader", {"vae_name": "../../../../../../etc/hostname"})}
+    failed: dict[str, str] = {}
+    for node, (type_name, inputs) in nodes.items():
+        b = WorkflowBuilder()
+        extra = {"precision": "fp32", "device": "cpu"} if type_name == "KolorsUNetLoader" else {}
+        b.add(type_name, id=node, **inputs, **extra)
+        b.add("PreviewImage", images=b.add("LoadImage", image="photo.png")["image"])
+        try:  # a node's declared checks refuse at validation, its own path resolution at run time
+            result = engine.run(b.build(), outputs=[node])
+        except WorkflowError as exc:
+            (issue,) = exc.issues
+            failed[node] = issue.message
+            continue
+        if node in result.failed:
+            failed[node] = str(result.failed[node].message)
+        else:
+            assert node in result.executed
+    assert set(failed) == set(nodes) - {"unet_inside"}, failed  # inside the models folder: loads
     for node, message in failed.items():
         assert REFUSED in message, (node, message)
     assert failed["lora_there"].replace("style", "gone") == failed["lora_missing"]
@@ -102,25 +120,31 @@ def test_a_dataset_outside_the_folders_or_listing_images_outside_them_is_refused
                         encoding="utf-8-sig")
     outside = write_synthetic_dataset(folders / "elsewhere" / "data", count=2, size=64)
     engine = engine_for(folders, confined=True, models=tiny_models.tutorial_models.parent)
-    b = WorkflowBuilder()
-    kolors = b.add("KolorsModelLoader", path="models/kolors/Kolors", precision="fp32", device="cpu")
-    for node, path in (("listing", "data"), ("there", str(outside)), ("missing", str(folders / "elsewhere" / "nope"))):
-        b.add("KolorsTrainLoRA", id=node, model=kolors["model"], chatglm3_model=kolors["chatglm3_model"],
-              vae=kolors["vae"], dataset_path=path, steps_per_epoch=1, height=64, width=64, precision="32")
-    b.add("PreviewImage", images=b.add("LoadImage", image="photo.png")["image"])
-    result = engine.run(b.build(), outputs=["listing", "there", "missing"])
-    failed = {node: str(error.message) for node, error in result.failed.items()}
-    assert "dataset image '../../../elsewhere/secret.png' " + REFUSED in failed["listing"]
-    assert failed["there"].replace(str(outside), "X") == failed["missing"].replace(str(folders / "elsewhere" / "nope"), "X")
-    assert REFUSED in failed["there"]
+
+    def workflow(datasets: dict[str, str]) -> WorkflowBuilder:
+        b = WorkflowBuilder()
+        kolors = b.add("KolorsModelLoader", path="models/kolors/Kolors", precision="fp32", device="cpu")
+        for node, path in datasets.items():
+            b.add("KolorsTrainLoRA", id=node, model=kolors["model"], chatglm3_model=kolors["chatglm3_model"],
+                  vae=kolors["vae"], dataset_path=path, steps_per_epoch=1, height=64, width=64, precision="32")
+        b.add("PreviewImage", images=b.add("LoadImage", image="photo.png")["image"])
+        return b
+
+    # a dataset folder outside the folders, or missing: refused alike by the node's declared check
+    issues = engine.validate(workflow({"there": str(outside), "missing": str(folders / "elsewhere" / "nope")}).build())
+    refused = {issue.node_id: issue.message for issue in issues}
+    assert set(refused) == {"there", "missing"}, refused
+    assert refused["there"].replace(str(outside), "X") == refused["missing"].replace(str(folders / "elsewhere" / "nope"), "X")
+    assert REFUSED in refused["there"]
+    # a dataset inside whose metadata lists an image outside: refused when the node reads it
+    result = engine.run(workflow({"listing": "data"}).build(), outputs=["listing"])
+    assert "dataset image '../../../elsewhere/secret.png' " + REFUSED in str(result.failed["listing"].message)
 
 
 def test_the_server_confines_load_image_and_answers_alike_for_missing_and_forbidden(folders):
     pytest.importorskip("aiohttp")
+    import urllib.error
     import urllib.request
-
-    import aiohttp
-    from test_server import follow
 
     from graphgen.server import ServerConfig, ServerThread
 
@@ -131,25 +155,21 @@ def test_the_server_confines_load_image_and_answers_alike_for_missing_and_forbid
         return {"1": {"class_type": "LoadImage", "inputs": {"image": image}},
                 "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "leak"}}}
 
-    async def errors(server: ServerThread, names: list[str]) -> dict[str, str]:
+    def errors(server: ServerThread, names: list[str]) -> dict[str, str]:
         found = {}
-        async with aiohttp.ClientSession(server.url) as session:
-            ws = await session.ws_connect("/ws?clientId=probe")
-            seen: list[dict] = []
-            for name in names:
-                body = json.dumps({"prompt": prompt(name), "client_id": "probe"}).encode()
-                request = urllib.request.Request(server.url + "/prompt", data=body)
-                answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
-                await follow(ws, {answer["prompt_id"]}, seen)
-                error = next(m["data"] for m in seen if m["type"] == "execution_error"
-                             and m["data"]["prompt_id"] == answer["prompt_id"])
-                found[name] = error["exception_message"]
-            await ws.close()
+        for name in names:  # refused at validation (LoadImage's declared check): a 400 naming node 1
+            body = json.dumps({"prompt": prompt(name), "client_id": "probe"}).encode()
+            request = urllib.request.Request(server.url + "/prompt", data=body)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 400
+            (error,) = json.loads(refused.value.read())["node_errors"]["1"]["errors"]
+            found[name] = error["message"]
         return found
 
     with ServerThread(engine, config) as server:
         assert engine.settings.confine_paths
         names = [str(folders / "elsewhere" / "secret.png"), str(folders / "elsewhere" / "missing.png"),
                  "../elsewhere/secret.png", "../elsewhere/missing.png"]
-        same_refusal(asyncio.run(asyncio.wait_for(errors(server, names), 60)))
+        same_refusal(errors(server, names))
     assert not list((folders / "out").rglob("leak*"))

@@ -296,7 +296,7 @@ def test_ksampler_advanced_start_beyond_last_step_passes_through(sd_engine: Any)
 def _cli_run(capsys: Any, *args: str) -> list[dict[str, Any]]:
     import json
 
-    import cli
+    from graphgen import cli
 
     code = cli.main(["run", *args, "--json"])
     out, err = capsys.readouterr()

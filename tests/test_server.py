@@ -628,7 +628,8 @@ def test_example_workflows_are_templates_that_the_editor_format_maps_back_exactl
                     inputs[input_name] = item.default
             expected[node_id] = inputs
         assert {n: dict(e.inputs) for n, e in back.nodes.items()} == expected, name
-        engine.prepare(back)  # and it validates
+        # and it is valid: the only problems are the files this machine lacks (models, images, data)
+        assert {i.code for i in engine.validate(back)} <= {"check_failed"}, name
 
 
 def test_templates_are_served_and_editor_files_pass_through(tmp_path):

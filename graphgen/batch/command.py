@@ -102,11 +102,10 @@ def run_batch_command(args: argparse.Namespace, engine_factory: Callable[..., An
 
                 result = _run(run_batch, args, spec, executor, output_dir, input_dir, stop, JsonEventWriter())
             else:
-                from rich.console import Console
-
                 from graphgen.batch.view import BatchView, print_batch_summary
+                from graphgen.console import make_console
 
-                console = Console(highlight=False)
+                console = make_console()
                 with BatchView(console) as view:
                     result = _run(run_batch, args, spec, executor, output_dir, input_dir, stop, view)
                 print_batch_summary(console, result)

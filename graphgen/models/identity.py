@@ -39,9 +39,13 @@ def _find_model_path(settings: EngineSettings | None, path: str, subfolders: tup
     if given.is_absolute() or given.exists() or settings is None or settings.models_dir is None:
         return given
     models = settings.models_dir
-    for candidate in [models / given, *(models / sub / given for sub in subfolders)]:
-        if candidate.exists():
-            return candidate
+    # The shipped workflows name `models/kolors/Kolors` (relative to a working folder whose
+    # `models/` is the models folder): under --models-dir that prefix is the models folder itself.
+    inside = Path(*given.parts[1:]) if len(given.parts) > 1 and given.parts[0] == "models" else given
+    for name in dict.fromkeys([given, inside]):
+        for candidate in [models / name, *(models / sub / name for sub in subfolders)]:
+            if candidate.exists():
+                return candidate
     return given
 
 

@@ -14,7 +14,7 @@ from graphgen import Float, Input, Node, Output, String
 from graphgen.context import EngineSettings
 
 from .kolors_wrapper import _identity, _native, _quietly
-from .models import find_model
+from .models import find_model, model_check
 
 #: A Kolors UNet handle flows under kijai's type, the native type and ComfyUI's MODEL alike.
 MODEL_TYPES = "MODEL,KOLORSMODEL,KOLORS_UNET"
@@ -27,7 +27,8 @@ class VAELoader(Node):
     """
 
     category = "loaders"
-    inputs = [String("vae_name", default="sdxl.vae.safetensors", description="a file in <models>/vae")]
+    inputs = [String("vae_name", default="sdxl.vae.safetensors", description="a file in <models>/vae",
+                     checks=(model_check("vae", "VAE"),))]
     outputs = [Output("VAE", "VAE")]
 
     @classmethod
@@ -52,7 +53,8 @@ class LoraLoaderModelOnly(Node):
 
     category = "loaders"
     inputs = [Input("model", MODEL_TYPES, force_link=True),
-              String("lora_name", default="", description="a file in <models>/loras"),
+              String("lora_name", default="", description="a file in <models>/loras",
+                     checks=(model_check("loras", "LoRA"),)),
               Float("strength_model", default=1.0, min=-100.0, max=100.0, step=0.01)]
     outputs = [Output(MODEL_TYPES, "MODEL")]
 

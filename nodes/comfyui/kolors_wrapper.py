@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output, String
+from graphgen.checks import CheckContext, Problem
 from graphgen.context import EngineSettings
 
-from .models import MissingModelError, find_model, kolors_folder
+from .models import MissingModelError, find_model, kolors_folder, model_check
 from .quant import QUANT_BITS
 
 KOLORS_REPO = "Kwai-Kolors/Kolors"
@@ -68,7 +69,8 @@ class DownloadAndLoadKolorsModel(Node):
 
     category = CATEGORY
     inputs = [String("model", default=KOLORS_REPO,
-                     description="Kolors repository name; read from <models>/diffusers/<name>"),
+                     description="Kolors repository name; read from <models>/diffusers/<name>",
+                     checks=(model_check("diffusers", "Kolors model"),)),
               Choice("precision", ["fp16", "bf16", "fp32"], default="fp16")]
     outputs = [Output("KOLORSMODEL", "kolors_model")]
 
@@ -122,12 +124,23 @@ def _text_encoder_folder(settings: EngineSettings | None) -> Path:
     return folder
 
 
+def _text_encoder_check(_precision: str, ctx: CheckContext) -> Problem | None:
+    """Validation: the folder DownloadAndLoadChatGLM3 reads (it has no path input) is there."""
+    try:
+        _text_encoder_folder(ctx.settings)
+    except MissingModelError as exc:
+        message, _, rest = str(exc).partition("; ")
+        return Problem(message, rest)
+    return None
+
+
 class DownloadAndLoadChatGLM3(Node):
     """Load ChatGLM3 from `<models>/diffusers/Kolors/text_encoder`, in fp16 or with 8-/4-bit weights (optimum-quanto)."""
 
     category = CATEGORY
     inputs = [Choice("precision", ["fp16", "quant8", "quant4"], default="fp16",
-                     description="quant8/quant4 need optimum-quanto (optional); never replaced by another precision")]
+                     description="quant8/quant4 need optimum-quanto (optional); never replaced by another precision",
+                     checks=(_text_encoder_check,))]
     outputs = [Output("CHATGLM3MODEL", "chatglm3_model")]
 
     @classmethod
@@ -161,7 +174,7 @@ class LoadChatGLM3(Node):
 
     category = CATEGORY
     inputs = [String("chatglm3_checkpoint", default="chatglm3-fp16.safetensors",
-                     description="a file in <models>/LLM")]
+                     description="a file in <models>/LLM", checks=(model_check("LLM", "ChatGLM3 checkpoint"),))]
     outputs = [Output("CHATGLM3MODEL", "chatglm3_model")]
 
     @classmethod
@@ -228,7 +241,8 @@ class LoadKolorsLoRA(Node):
     category = CATEGORY
     inputs = [Input("kolors_model", "KOLORSMODEL", force_link=True),
               String("lora_path", default=TUTORIAL_LORA_PATH,
-                     description="LoRA file: a path, or a name in <models>/loras"),
+                     description="LoRA file: a path, or a name in <models>/loras",
+                     checks=(model_check("loras", "LoRA file", allow_relative=True),)),
               Float("lora_alpha", default=2.0, min=0.0, max=4.0, step=0.01,
                     description="every module is applied at lora_alpha / rank")]
     outputs = [Output("KOLORSMODEL", "kolors_model")]

@@ -9,11 +9,13 @@ layout is accepted.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from graphgen.checks import CheckContext, Problem
 from graphgen.context import EngineSettings
 from graphgen.paths import locate
 
-__all__ = ["COMFYUI_LAYOUT", "MissingModelError", "find_model", "kolors_folder", "list_models"]
+__all__ = ["COMFYUI_LAYOUT", "MissingModelError", "find_model", "kolors_folder", "list_models", "model_check"]
 
 COMFYUI_LAYOUT = (
     "accepted ComfyUI models-folder layout: diffusers/Kolors/ (the Kolors repository or Kolors-diffusers: "
@@ -132,3 +134,21 @@ def _kolors_folder(settings: EngineSettings | None, model: str, what: str) -> Pa
         if candidate.is_dir():
             return candidate
     raise _missing(what, model, expected, settings, "diffusers")
+
+
+def model_check(folder: str, what: str, *, allow_relative: bool = False) -> Any:
+    """A validation check: the named model exists where the loader will look (`find_model`, or
+    `kolors_folder` for the `diffusers` folder), so a missing model is reported before anything loads."""
+
+    def check(name: str, ctx: CheckContext) -> Problem | None:
+        try:
+            if folder == "diffusers":
+                kolors_folder(ctx.settings, name, what)
+            else:
+                find_model(ctx.settings, folder, name, what, allow_relative=allow_relative)
+        except MissingModelError as exc:
+            message, _, rest = str(exc).partition("; ")
+            return Problem(message, f"{rest}; or set it with --set {ctx.node_id}.{ctx.input.name}=FILE")
+        return None
+
+    return check

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from graphgen import Choice, Input, Node, Output, Result, String
+from graphgen.checks import CheckContext, Problem
 from graphgen.context import EngineSettings
 
 
@@ -30,12 +31,37 @@ def _input_path(settings: EngineSettings | None, image: str) -> Path:
     return locate(settings, "image", image, lambda: _find_input(settings, image))
 
 
+def image_file_check(image: str, ctx: CheckContext) -> Problem | None:
+    """Validation: the image exists (input folder or path) and its header is one Pillow reads.
+
+    In a confined (server) run `_input_path` refuses a missing file and one outside the folders alike,
+    with `graphgen.paths`' one message (a `FileNotFoundError`, reported as it is), so the check never
+    tells whether a file exists outside them.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not image:
+        return Problem("no image is given", f"give a file name in the input folder {str(ctx.input_dir)!r}, or a path")
+    path = _input_path(ctx.settings, image)
+    if not path.is_file():
+        return Problem(f"image {image!r} not found in the input folder {str(ctx.input_dir)!r} nor as a path",
+                       "put it in the input folder (--input-dir), or give its full path")
+    try:
+        with Image.open(path) as opened:  # reads the header only
+            opened.size  # noqa: B018
+    except (UnidentifiedImageError, OSError) as exc:
+        return Problem(f"{image!r} is not an image Pillow can read ({type(exc).__name__})",
+                       "give a PNG, JPEG or WebP file")
+    return None
+
+
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP image (EXIF orientation applied); alpha becomes the mask."""
 
     display_name = "Load Image"
     category = "image"
-    inputs = [String("image", default="", description="a file name in the input folder, or a path"),
+    inputs = [String("image", default="", description="a file name in the input folder, or a path",
+                     checks=(image_file_check,)),
               String("upload", default="image", optional=True, description="editor upload widget (unused)")]
     outputs = [Output("IMAGE", "image"), Output("MASK", "mask")]
 
@@ -65,7 +91,8 @@ class LoadImageMask(Node):
 
     display_name = "Load Image (as Mask)"
     category = "mask"
-    inputs = [String("image", default="", description="a file name in the input folder, or a path"),
+    inputs = [String("image", default="", description="a file name in the input folder, or a path",
+                     checks=(image_file_check,)),
               Choice("channel", ["alpha", "red", "green", "blue"]),
               String("upload", default="image", optional=True, description="editor upload widget (unused)")]
     outputs = [Output("MASK", "mask")]
@@ -162,6 +189,34 @@ class SaveImage(Node):
         return Result(ui={"images": saved})
 
 
+PREVIEW_PREFIX = "preview_"
+PREVIEWS_KEPT = 200
+"""Most preview PNGs kept in the temp folder: older ones are deleted as new ones are written."""
+
+
+def prune_previews(temp: Path, keep: int = PREVIEWS_KEPT) -> int:
+    """Delete all but the `keep` newest preview PNGs in `temp` (never any other file); returns how many went.
+
+    Previews are throwaway views, and a long session (a server, an app calling `Engine.run` in a
+    loop) would otherwise fill the disk with them.
+    """
+    try:
+        previews = [(entry.stat().st_mtime_ns, entry) for entry in temp.iterdir()
+                    if entry.name.startswith(PREVIEW_PREFIX) and entry.suffix == ".png" and entry.is_file()
+                    and not entry.is_symlink()]
+    except OSError:
+        return 0
+    previews.sort(reverse=True)
+    removed = 0
+    for _, old in previews[keep:]:
+        try:
+            old.unlink()
+            removed += 1
+        except OSError:  # another process got there first, or it is not ours to delete
+            pass
+    return removed
+
+
 class PreviewImage(Node):
     """Show images: saved as temporary PNGs (in the output folder's `.temp`), not as results."""
 
@@ -175,7 +230,8 @@ class PreviewImage(Node):
         from graphgen_nodes.diffusion.images import save_png
 
         temp = self.ctx.settings.temp_dir or self.ctx.output_dir / ".temp"
-        prefix = f"preview_{uuid.uuid4().hex[:8]}"
+        prune_previews(temp, keep=max(PREVIEWS_KEPT - images.shape[0], 0))
+        prefix = f"{PREVIEW_PREFIX}{uuid.uuid4().hex[:8]}"
         saved = []
         for index in range(images.shape[0]):
             path = save_png(comfy_levels(images[index]), temp, prefix, compress_level=1)

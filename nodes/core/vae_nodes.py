@@ -34,6 +34,11 @@ def _encode(node: Node, pixels: Any, vae: Any, *, tile_size: int | None = None, 
     warnings: list[str] = []
     with vae.use() as model:
         cell = vae_scale_factor(model)
+        height, width = int(pixels.shape[1]), int(pixels.shape[2])
+        if height < cell or width < cell:  # graphgen's message, not the VAE's convolution error
+            name = type(node).type_name or type(node).__name__
+            raise ValueError(f"the image is {width}×{height} pixels; {name} needs at least {cell}×{cell} (the VAE "
+                             "works on blocks of that size): scale the image up first, e.g. with ImageScale")
         pixels = center_crop_to_multiple(pixels[..., :3], cell).to(vae.device)
         if tile_size is None:
             scaled = encode(model, pixels, warnings=warnings)

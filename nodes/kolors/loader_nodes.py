@@ -13,6 +13,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from graphgen import Bool, Choice, Node, Output, String
+from graphgen.checks import CheckContext, Problem, models_dir_hint
 from graphgen.context import EngineSettings
 from graphgen.models import OFFLOAD_MODES
 
@@ -64,6 +65,31 @@ def _unet_loader(source: Any, dtype: Any, device: Any, store: Any, compile: bool
                                   compile=compile, channels_last=channels_last)
 
 
+def weights_check(components: dict[str, tuple[str, ...]], subfolders: tuple[str, ...]) -> Any:
+    """A validation check: the path holds each component (`{"UNet": ("unet",)}`) as the loaders look.
+
+    Cheap: it stats files (`loading.locate_component`), it never reads weights.
+    """
+
+    def check(path: str, ctx: CheckContext) -> Problem | None:
+        from .handles import resolve_model_path
+        from .loading import locate_component
+
+        if not path:
+            return Problem("no model path is given", "give the model's folder or file")
+        resolved = resolve_model_path(ctx.settings, path, *subfolders)
+        for what, names in components.items():
+            found, looked = locate_component(resolved, names)
+            if found is None:
+                shown = ", ".join(str(p) for p in list(dict.fromkeys(looked))[:3])
+                where = f"{path!r}" if str(resolved) == path else f"{path!r} ({resolved})"
+                return Problem(f"no {what} weights found at {where}" + (f"; looked for {shown} ..." if shown else ""),
+                               models_dir_hint(ctx.settings))
+        return None
+
+    return check
+
+
 class _Loader(Node):
     category = "kolors/loaders"
     subfolders: tuple[str, ...] = ()
@@ -92,7 +118,8 @@ class KolorsUNetLoader(_Loader):
     """Load the Kolors UNet (diffusers UNet2DConditionModel with Kolors' text_proj/text_time settings)."""
 
     subfolders = ("unet", "diffusers")
-    inputs = [String("path", default="models/kolors/Kolors", description="Kolors folder, unet folder or file"),
+    inputs = [String("path", default="models/kolors/Kolors", description="Kolors folder, unet folder or file",
+                     checks=(weights_check({"UNet": ("unet",)}, subfolders),)),
               _precision(), _device(), *_speedups()]
     outputs = [Output("KOLORS_UNET", "model")]
 
@@ -112,7 +139,8 @@ class KolorsTextEncoderLoader(_Loader):
     """Load the ChatGLM3 text encoder and its tokenizer (sharded .bin, safetensors or a single file)."""
 
     subfolders = ("LLM", "diffusers")
-    inputs = [String("path", default="models/kolors/Kolors", description="Kolors folder, text_encoder folder or file"),
+    inputs = [String("path", default="models/kolors/Kolors", description="Kolors folder, text_encoder folder or file",
+                     checks=(weights_check({"ChatGLM3 text encoder": ("text_encoder",)}, subfolders),)),
               _precision(), _device(),
               Choice("offload", list(OFFLOAD_MODES), default="auto",
                      description="auto: the encoder leaves the GPU only when another model needs the room; "
@@ -154,7 +182,8 @@ class KolorsVAELoader(_Loader):
     """Load the SDXL VAE (diffusers folder or file, or a single file with original LDM key names)."""
 
     subfolders = ("vae", "diffusers")
-    inputs = [String("path", default="models/sdxl-vae-fp16-fix", description="VAE folder or file"),
+    inputs = [String("path", default="models/sdxl-vae-fp16-fix", description="VAE folder or file",
+                     checks=(weights_check({"VAE": ("vae", "sdxl-vae-fp16-fix")}, subfolders),)),
               _precision("dtype; an fp16 decode that overflows is redone in fp32"), _device()]
     outputs = [Output("VAE", "vae")]
 
@@ -172,7 +201,9 @@ class KolorsModelLoader(_Loader):
     """Load UNet, text encoder and VAE from one Kolors folder (tutorial or diffusers layout)."""
 
     subfolders = ("diffusers",)
-    inputs = [String("path", default="models/kolors/Kolors", description="the Kolors root folder"),
+    inputs = [String("path", default="models/kolors/Kolors", description="the Kolors root folder",
+                     checks=(weights_check({"UNet": ("unet",), "ChatGLM3 text encoder": ("text_encoder",),
+                                            "VAE": ("vae",)}, subfolders),)),
               _precision(), _device(), *_speedups()]
     outputs = [Output("KOLORS_UNET", "model"), Output("CHATGLM3MODEL", "chatglm3_model"), Output("VAE", "vae")]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ __all__ = [
     "load_text_encoder",
     "load_unet",
     "load_vae",
+    "locate_component",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,19 +125,12 @@ def load_state_dict_file(path: PathLike, device: torch.device | str = "cpu") -> 
             return load_file(str(path), device=str(device))
         except (SafetensorError, OSError) as exc:
             raise ModelFileError(f"cannot read safetensors file {path}: {exc}", [path], hint="") from exc
+    from graphgen.pickles import UnsafeOrUnreadablePickle, load_weights_pickle
+
     try:
-        data = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(
-            f"refused to load {path}: the pickle contains objects other than tensors, and pickled "
-            f"weights are only read with torch.load(weights_only=True) ({first}). "
-            "Convert the file to .safetensors with a tool you trust.",
-            [path],
-            hint="",
-        ) from exc
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise ModelFileError(f"cannot read weights file {path}: {exc}", [path], hint="") from exc
+        data = load_weights_pickle(path, map_location=device)
+    except UnsafeOrUnreadablePickle as exc:
+        raise ModelFileError(f"cannot load {path}: {exc}", [path], hint="") from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -214,6 +207,28 @@ def _find_component(path: Path, names: tuple[str, ...], looked: list[Path]) -> P
         if (cand / "config.json").is_file():
             return cand
     return None
+
+
+def locate_component(path: PathLike, names: tuple[str, ...]) -> tuple[Path | None, list[Path]]:
+    """Where a component's weights would be read from, without reading them (for validation).
+
+    Returns the file or component folder (with `config.json` and a weights file or index), or None
+    and the paths looked at, as the loaders would look.
+    """
+    p = Path(path).expanduser()
+    looked: list[Path] = []
+    if p.is_file():
+        return p, looked
+    if not p.is_dir():
+        return None, [p]
+    folder = _find_component(p, names, looked)
+    if folder is None:
+        return None, looked
+    for weights, _ in _weight_candidates(folder, torch.float32):
+        if weights.is_file():
+            return folder, looked
+        looked.append(weights)
+    return None, looked
 
 
 # --------------------------------------------------------------------------- building models

@@ -12,7 +12,7 @@ import re
 from contextlib import nullcontext
 from typing import Any
 
-from graphgen import Choice, Float, Input, Int, Node, Output, String
+from graphgen import Choice, Float, Input, InputAlias, Int, Node, Output, String
 from graphgen_nodes.diffusion.schedulers import scheduler_names
 
 VAE_SCALE = 0.13025
@@ -48,13 +48,16 @@ class KolorsTextEncode(Node):
               String("negative_prompt", default=DEFAULT_NEGATIVE, multiline=True),
               Int("num_images_per_prompt", default=1, min=1, max=64)]
     outputs = [Output("KOLORS_EMBEDS", "kolors_embeds")]
+    # kijai's first KolorsTextEncode took the whole pipeline as `kolors_model` (KOLORSMODEL): the
+    # encoder is then read from the folder that model came from.
+    aliases = [InputAlias("kolors_model", "chatglm3_model", type="KOLORSMODEL")]
 
     def run(self, chatglm3_model: Any, prompt: str, negative_prompt: str, num_images_per_prompt: int) -> Any:
         from .encode import encode_prompts, repeat_conditioning
-        from .handles import KolorsEmbeds
+        from .handles import KolorsEmbeds, UNetRef
 
         prompts = split_prompts(prompt)
-        handle = chatglm3_model
+        handle = self._encoder_of(chatglm3_model) if isinstance(chatglm3_model, UNetRef) else chatglm3_model
         with handle.use() as encoder:
             positive = encode_prompts(encoder, handle.tokenizer, prompts, device=handle.device)
             negative = encode_prompts(encoder, handle.tokenizer, [negative_prompt], device=handle.device)
@@ -63,6 +66,19 @@ class KolorsTextEncode(Node):
         if num_images_per_prompt > 1:
             positive = repeat_conditioning(positive, num_images_per_prompt)
         return KolorsEmbeds(positive=positive, negative=negative, prompts=prompts, negative_prompt=negative_prompt)
+
+    def _encoder_of(self, model: Any) -> Any:
+        """The ChatGLM3 encoder of the Kolors folder a (legacy `kolors_model`) UNet came from."""
+        import torch
+
+        from .loader_nodes import KolorsTextEncoderLoader
+
+        handle = model.handle
+        precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(handle.dtype, "fp32")
+        loader = KolorsTextEncoderLoader()
+        loader.ctx = self.ctx
+        return loader.run(path=handle.source, precision=precision, device=handle.device.type, offload="auto",
+                          tokenizer_path="")
 
 
 class KolorsKSampler(Node):

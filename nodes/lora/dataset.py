@@ -372,6 +372,33 @@ def _find_metadata(path: Path, caption_extension: str = ".txt") -> tuple[str, Pa
     )
 
 
+def check_dataset(path: str | Path) -> str | None:
+    """A cheap validation-time look at a dataset folder: the problem, or None when it looks usable.
+
+    Finds the metadata (or captioned images), reads it and checks that some row has a caption and
+    an existing image file. Images are not decoded (`load_dataset` does that when the node runs).
+    """
+    try:
+        layout, meta, root = _find_metadata(Path(path).expanduser())
+        if layout == "kohya":
+            rows = [(n, f, c) for n, f, c, _ in _read_kohya(root, ".txt")]
+        else:
+            rows = {"csv": _read_csv, "jsonl": _read_jsonl, "folder": _read_folder}[layout](meta)
+    except DatasetError as exc:
+        return str(exc)
+    except UnicodeDecodeError as exc:
+        return f"{meta} is not UTF-8 text (byte {exc.start} is invalid): re-save it as UTF-8"
+    except (OSError, csv.Error) as exc:
+        return f"cannot read the dataset's metadata: {exc}"
+    if not rows:
+        return f"{meta} lists no images: add rows (file_name,text)"
+    if not any(caption.strip() for _, _, caption in rows):
+        return f"no image in {meta} has a caption: fill in the text column (or the .txt files)"
+    if not any(name and (root / name).is_file() for _, name, caption in rows if caption.strip()):
+        return f"none of the captioned images listed in {meta} exists under {root}: add them or fix file_name"
+    return None
+
+
 def load_dataset(
     path: str | Path,
     *,

@@ -176,13 +176,12 @@ def load_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         except Exception as exc:  # safetensors raises its own error types
             raise LoraError(f"{path}: not a readable safetensors file ({exc})") from exc
     else:
+        from graphgen.pickles import UnsafeOrUnreadablePickle, load_weights_pickle
+
         try:
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise LoraError(
-                f"{path}: refused or unreadable pickle; only plain tensor checkpoints are loaded "
-                f"(torch.load weights_only=True): {exc}"
-            ) from exc
+            loaded = load_weights_pickle(path)
+        except UnsafeOrUnreadablePickle as exc:
+            raise LoraError(f"{path}: {exc}") from None
         if not isinstance(loaded, Mapping):
             raise LoraError(f"{path}: checkpoint holds a {type(loaded).__name__}, not a dict of tensors")
         nested = loaded.get("state_dict")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from graphgen import Float, Input, Node, Output, Result, String
+from graphgen.checks import CheckContext, Problem, models_dir_hint
 from graphgen.context import EngineSettings
 
 
@@ -25,11 +26,22 @@ def _lora_path(settings: EngineSettings | None, path: str) -> Path:
     return resolve_model_path(settings, path, "loras", what="LoRA file")
 
 
+def lora_file_check(lora_path: str, ctx: CheckContext) -> Problem | None:
+    """Validation: the LoRA file exists (as given, or under <models>/loras)."""
+    if not lora_path:
+        return Problem("no LoRA file is given", "give the path of a .safetensors or .ckpt LoRA")
+    if not _lora_path(ctx.settings, lora_path).is_file():
+        return Problem(f"LoRA file {lora_path!r} not found", models_dir_hint(ctx.settings) +
+                       " (LoRAs are looked for in its loras/ folder)")
+    return None
+
+
 class LoadLoRA(Node):
     """Read a LoRA file: DiffSynth .ckpt, peft, diffusers, old attention-processor or kohya keys."""
 
     category = "lora"
-    inputs = [String("lora_path", default="", description="LoRA file (relative paths also under models/loras)"),
+    inputs = [String("lora_path", default="", description="LoRA file (relative paths also under models/loras)",
+                     checks=(lora_file_check,)),
               Float("lora_alpha", default=0.0, min=0.0, max=1024.0, step=0.01,
                     description="override the file's alpha (0: use the file's; none stored = rank)")]
     outputs = [Output("LORA", "lora")]
@@ -93,7 +105,8 @@ class KolorsLoraLoader(Node):
 
     category = "lora"
     inputs = [Input("model", "KOLORS_UNET", force_link=True),
-              String("lora_path", default="", description="LoRA file (relative paths also under models/loras)"),
+              String("lora_path", default="", description="LoRA file (relative paths also under models/loras)",
+                     checks=(lora_file_check,)),
               Float("strength", default=1.0, min=-10.0, max=10.0, step=0.01),
               Float("lora_alpha", default=0.0, min=0.0, max=1024.0, step=0.01,
                     description="override the file's alpha (0: use the file's)")]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from graphgen import Bool, Choice, Float, Input, Int, Node, Output, Result, String
+from graphgen.checks import CheckContext, Problem, multiple_of_step
 from graphgen.context import Cancelled, EngineSettings
 
 
@@ -48,6 +49,17 @@ def _dataset_fingerprint(settings: EngineSettings | None, dataset_path: str) -> 
         return ("not available", str(exc))
 
 
+def dataset_check(dataset_path: str, ctx: CheckContext) -> Problem | None:
+    """Validation: the dataset folder exists, its metadata reads, and some image has a caption."""
+    from .dataset import check_dataset
+
+    problem = check_dataset(_dataset_path(ctx.settings, dataset_path))
+    if problem is None:
+        return None
+    return Problem(problem, "point dataset_path at a folder with train/metadata.csv (file_name,text), "
+                            "metadata.jsonl, or images with same-name .txt captions")
+
+
 class KolorsTrainLoRA(Node):
     """Train a LoRA on the Kolors UNet (to_q/to_k/to_v/to_out.0 of every attention; epsilon MSE).
 
@@ -60,7 +72,8 @@ class KolorsTrainLoRA(Node):
         Input("chatglm3_model", "CHATGLM3MODEL", force_link=True),
         Input("vae", "VAE", force_link=True),
         String("dataset_path", default="data/lora_dataset_processed",
-               description="folder with train/metadata.csv (file_name,text), metadata.jsonl, or images + .txt"),
+               description="folder with train/metadata.csv (file_name,text), metadata.jsonl, or images + .txt",
+               checks=(dataset_check,)),
         String("output_path", default="models", description="folder for the LoRA, inside the output folder"),
         String("output_name", default="kolors_lora", description="file stem of the LoRA"),
         Int("lora_rank", default=16, min=1, max=256),
@@ -69,8 +82,8 @@ class KolorsTrainLoRA(Node):
         Int("steps_per_epoch", default=500, min=1, max=1_000_000),
         Float("learning_rate", default=1e-4, min=1e-8, max=1.0, step=1e-5),
         Int("batch_size", default=1, min=1, max=256),
-        Int("height", default=1024, min=64, max=4096, step=8),
-        Int("width", default=1024, min=64, max=4096, step=8),
+        Int("height", default=1024, min=64, max=4096, step=8, checks=(multiple_of_step,)),
+        Int("width", default=1024, min=64, max=4096, step=8, checks=(multiple_of_step,)),
         Bool("center_crop", default=True),
         Bool("random_flip", default=False),
         Bool("use_gradient_checkpointing", default=True),
@@ -119,7 +132,8 @@ class TrainLoRA(Node):
         Input("clip", CLIP_TYPES, force_link=True, description="the text encoder(s) of the same checkpoint"),
         Input("vae", "VAE", force_link=True),
         String("dataset_path", default="data/lora_dataset",
-               description="train/metadata.csv, metadata.jsonl, kohya folders 10_name/, or images + captions"),
+               description="train/metadata.csv, metadata.jsonl, kohya folders 10_name/, or images + captions",
+               checks=(dataset_check,)),
         String("output_path", default="loras", description="folder for the LoRA, inside the output folder"),
         String("output_name", default="lora", description="file stem of the LoRA"),
         Int("lora_rank", default=16, min=1, max=256, description="network_dim"),

@@ -1,0 +1,7 @@
+"""`python -m graphgen ...`: the `graphgen` command."""
+
+import sys
+
+from graphgen.cli import main
+
+sys.exit(main())
