@@ -441,3 +441,25 @@ def test_vae_loader_reads_an_sd_vae_file(sd_engine: Any, sd_models: Any) -> None
     graph["10"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny-sd15-vae.safetensors"}}
     graph["8"]["inputs"]["vae"] = ["10", 0]
     assert np.abs(_saved_pixels(sd_engine.run(graph), "9") - own).max() <= 1
+
+
+SD_WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("sd*.json"))
+
+
+@pytest.mark.parametrize("path", SD_WORKFLOWS, ids=[p.name for p in SD_WORKFLOWS])
+def test_shipped_sd_workflow_names_a_missing_checkpoint_at_validation(
+        path: Path, sd_models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`graphgen validate` finds a missing checkpoint (exit 2, the input and --models-dir named) before
+    anything loads; with the tiny checkpoints as --models-dir the shipped workflow is valid as it is."""
+    from PIL import Image
+
+    from graphgen import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "(CheckpointLoaderSimple), input 'ckpt_name'" in err and "--models-dir" in err
+    (tmp_path / "input").mkdir()
+    Image.new("RGBA", (64, 64)).save(tmp_path / "input" / "input.png")
+    assert cli.main(["validate", str(path), "--models-dir", str(sd_models.models)]) == 0, capsys.readouterr().err

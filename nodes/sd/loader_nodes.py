@@ -32,6 +32,24 @@ def _find(settings: EngineSettings | None, folders: tuple[str, ...], name: str, 
     raise error
 
 
+def _file_check(folders: tuple[str, ...], what: str) -> Any:
+    """A validation check: the named file exists where the loader will look (`_find`), so a missing
+    checkpoint is reported by `graphgen validate` and before anything loads, not after minutes."""
+    from graphgen.checks import CheckContext, Problem
+
+    def check(name: str, ctx: CheckContext) -> Problem | None:
+        from graphgen_nodes.comfyui.models import MissingModelError
+
+        try:
+            _find(ctx.settings, folders, name, what)
+        except MissingModelError as exc:
+            message, _, rest = str(exc).partition("; ")
+            return Problem(message, f"{rest}; or set it with --set {ctx.node_id}.{ctx.input.name}=FILE")
+        return None
+
+    return check
+
+
 def _identity(settings: EngineSettings | None, folders: tuple[str, ...], name: str, what: str) -> Hashable:
     from graphgen.models import file_identity
 
@@ -152,7 +170,8 @@ class CheckpointLoaderSimple(Node):
 
     category = "loaders"
     inputs = [String("ckpt_name", default="v1-5-pruned-emaonly.safetensors",
-                     description="a file in <models>/checkpoints, or a path")]
+                     description="a file in <models>/checkpoints, or a path",
+                     checks=(_file_check(("checkpoints",), "checkpoint"),))]
     outputs = [Output(MODEL_TYPES, "MODEL"), Output("CLIP", "CLIP"), Output("VAE", "VAE")]
 
     @classmethod
@@ -170,7 +189,8 @@ class UNETLoader(Node):
     """Load a UNet alone (an SD checkpoint or a UNet-only file in the original layout) from `<models>/unet`."""
 
     category = "advanced/loaders"
-    inputs = [String("unet_name", default="", description="a file in <models>/unet or <models>/diffusion_models"),
+    inputs = [String("unet_name", default="", description="a file in <models>/unet or <models>/diffusion_models",
+                     checks=(_file_check(('unet', 'diffusion_models', 'checkpoints'), "UNet"),)),
               Choice("weight_dtype", ["default"], default="default")]
     outputs = [Output(MODEL_TYPES, "MODEL")]
     folders = ("unet", "diffusion_models", "checkpoints")
@@ -188,7 +208,8 @@ class CLIPLoader(Node):
     """Load SD1.5's CLIP ViT-L text encoder from `<models>/clip` (a checkpoint or a CLIP-only file)."""
 
     category = "advanced/loaders"
-    inputs = [String("clip_name", default="", description="a file in <models>/clip or <models>/text_encoders"),
+    inputs = [String("clip_name", default="", description="a file in <models>/clip or <models>/text_encoders",
+                     checks=(_file_check(('clip', 'text_encoders', 'checkpoints'), "CLIP"),)),
               Choice("type", ["stable_diffusion"], default="stable_diffusion")]
     outputs = [Output("CLIP", "CLIP")]
     folders = ("clip", "text_encoders", "checkpoints")
@@ -206,8 +227,10 @@ class DualCLIPLoader(Node):
     """Load SDXL's two text encoders (ViT-L and bigG) from two files in `<models>/clip` (checkpoints work too)."""
 
     category = "advanced/loaders"
-    inputs = [String("clip_name1", default="", description="ViT-L: a file in <models>/clip"),
-              String("clip_name2", default="", description="bigG: a file in <models>/clip"),
+    inputs = [String("clip_name1", default="", description="ViT-L: a file in <models>/clip",
+                     checks=(_file_check(('clip', 'text_encoders', 'checkpoints'), "CLIP"),)),
+              String("clip_name2", default="", description="bigG: a file in <models>/clip",
+                     checks=(_file_check(('clip', 'text_encoders', 'checkpoints'), "CLIP"),)),
               Choice("type", ["sdxl"], default="sdxl")]
     outputs = [Output("CLIP", "CLIP")]
     folders = ("clip", "text_encoders", "checkpoints")
