@@ -38,6 +38,7 @@ def test_workflow_validates_with_the_tiny_models(path, capsys, tiny_models, tmp_
     # given the files a workflow reads (the input image, the dataset, the LoRA to compare).
     Image.new("RGB", (64, 64)).save(tmp_path / "input.png")
     write_synthetic_dataset(tmp_path / "data" / "lora_dataset_processed", count=2, size=64)
+    write_synthetic_dataset(tmp_path / "data" / "lora_dataset", count=2, size=64)  # TrainLoRA's default
     lora = tmp_path / "lora.ckpt"
     lora.write_bytes(b"")
     extra = {"kolors_img2img.json": ["--set", "image=input.png"], "kolors_lora_compare.json": ["--set", f"lora={lora}"]}
