@@ -60,7 +60,24 @@ def dataset_check(dataset_path: str, ctx: CheckContext) -> Problem | None:
                             "metadata.jsonl, or images with same-name .txt captions")
 
 
-class KolorsTrainLoRA(Node):
+# The inputs both training nodes end with, in this widget order.
+_LAST_INPUTS = (
+    Bool("resume", default=True, description="continue from this run's checkpoint if there is one"),
+    Choice("on_bad_item", ["error", "skip"], default="error",
+           description="a missing/unreadable/too small image or an empty caption: stop, or skip it with a warning"),
+)
+
+
+class _TrainingNode(Node):
+    """What the training nodes share: their cache fingerprint covers the dataset's files."""
+
+    @classmethod
+    def fingerprint(cls, dataset_path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
+        """The dataset: its metadata and every file it lists, so that an edited dataset retrains."""
+        return _dataset_fingerprint(settings, dataset_path)
+
+
+class KolorsTrainLoRA(_TrainingNode):
     """Train a LoRA on the Kolors UNet (to_q/to_k/to_v/to_out.0 of every attention; epsilon MSE).
 
     An epoch is `steps_per_epoch` random samples (the tutorial's meaning), not a pass over the data.
@@ -91,16 +108,9 @@ class KolorsTrainLoRA(Node):
                description="16-mixed falls back to fp32 on the CPU (with a warning)"),
         Int("seed", default=0, min=0, max=2**63 - 1),
         Int("save_every_n_steps", default=100, min=0, max=1_000_000, description="checkpoint period (0: none)"),
-        Bool("resume", default=True, description="continue from this run's checkpoint if there is one"),
-        Choice("on_bad_item", ["error", "skip"], default="error",
-               description="a missing/unreadable/too small image or an empty caption: stop, or skip it with a warning"),
+        *_LAST_INPUTS,
     ]
     outputs = [Output("LORA", "lora"), Output("STRING", "lora_path")]
-
-    @classmethod
-    def fingerprint(cls, dataset_path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        """The dataset's files (names, sizes, mtimes), so that an edited dataset retrains."""
-        return _dataset_fingerprint(settings, dataset_path)
 
     def run(self, model: Any, chatglm3_model: Any, vae: Any, dataset_path: str, output_path: str,
             output_name: str, on_bad_item: str, **params: Any) -> Result:
@@ -115,7 +125,7 @@ MODEL_TYPES = "MODEL,KOLORS_UNET,KOLORSMODEL"
 CLIP_TYPES = "CLIP,CHATGLM3MODEL"
 
 
-class TrainLoRA(Node):
+class TrainLoRA(_TrainingNode):
     """Train a LoRA on any family's UNet (Kolors; SD1.5/SDXL where their loaders are installed), kohya-style.
 
     Datasets: train/metadata.csv, metadata.jsonl, kohya folders (`10_name/` = 10 repeats, same-name
@@ -174,16 +184,9 @@ class TrainLoRA(Node):
         Int("sample_steps", default=20, min=1, max=200),
         Float("sample_cfg", default=5.0, min=1.0, max=30.0, step=0.5),
         Int("sample_seed", default=0, min=0, max=2**63 - 1),
-        Bool("resume", default=True, description="continue from this run's checkpoint if there is one"),
-        Choice("on_bad_item", ["error", "skip"], default="error",
-               description="a missing/unreadable/too small image or an empty caption: stop, or skip it with a warning"),
+        *_LAST_INPUTS,
     ]
     outputs = [Output("LORA", "lora"), Output("STRING", "lora_path")]
-
-    @classmethod
-    def fingerprint(cls, dataset_path: str, settings: EngineSettings | None = None, **_: Any) -> Hashable:
-        """The dataset's files, so that an edited dataset retrains."""
-        return _dataset_fingerprint(settings, dataset_path)
 
     def run(self, model: Any, clip: Any, vae: Any, dataset_path: str, output_path: str,
             output_name: str, on_bad_item: str, **params: Any) -> Result:
