@@ -26,7 +26,9 @@ children run in rotating order over ``--rounds`` rounds and medians are printed.
 every child uses ``--threads`` torch threads (default 1): on a small shared machine two OpenMP
 threads next to another busy process were measured 20-80x slower per step than one. Steps/s is
 given two ways: "run" = N steps / (cache load or build + trainer setup + N steps + saving the
-LoRA), "steady" = per-step rate after ``--warmup`` steps. Model loading is reported apart.
+LoRA), "steady" = per-step rate after ``--warmup`` steps. Model loading is reported apart. On a
+shared CPU the steady rate is also given per second of the child's own CPU time (one thread), which
+other load on the machine barely moves.
 
 Sanity check: the reference loop draws its per-step randomness (sample, timestep, noise) and
 its LoRA init exactly as graphgen's trainer does (``sha256``-derived generators), so the three
@@ -330,6 +332,12 @@ def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     reset_gpu_peak(device)
     stamps: list[float] = []
+    cpu_stamps: list[float] = []
+
+    def stamp(*_: Any) -> None:
+        stamps.append(time.perf_counter())
+        cpu_stamps.append(time.process_time())
+
     t0 = time.perf_counter()
     result = train_lora(
         config,
@@ -337,11 +345,12 @@ def graphgen_child(spec: dict[str, Any]) -> dict[str, Any]:
         data=data,
         base_model_id=f"bench-unet:{models or 'random'}:{tiny_configs}",
         scheduler=None if sd else make_scheduler("euler"),
-        progress=lambda *_: stamps.append(time.perf_counter()),
+        progress=stamp,
     )
     out["train_s"] = time.perf_counter() - t0
     out["train_gpu"] = gpu_peaks(device)
     out["step_stamps"] = [s - t0 for s in stamps]
+    out["cpu_stamps"] = cpu_stamps
     out["losses"] = [row.loss for row in read_loss_csv(result.loss_csv)]
     out["warnings"] = result.warnings
     out["lora_file"] = str(result.lora_path)
@@ -457,6 +466,7 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
     time_ids = torch.tensor([[orig, orig, 0, 0, size, size]], dtype=input_dtype, device=device)
 
     losses, stamps, encode_s, nonfinite = [], [], 0.0, 0
+    cpu_stamps: list[float] = []
     for step in range(spec["steps"]):
         gen = step_generator(seed, step)  # same draws, in the same order, as graphgen's trainer
         idx = torch.randint(len(rows), (1,), generator=gen)
@@ -503,13 +513,14 @@ def reference_child(spec: dict[str, Any]) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         stamps.append(time.perf_counter() - t0)
+        cpu_stamps.append(time.process_time())
     lora = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
     out["lora_file"] = str(Path(spec["out_dir"]) / "lora_reference.safetensors")
     save_file(lora, out["lora_file"])
     out["train_s"] = time.perf_counter() - t0
     out["train_gpu"] = gpu_peaks(device)
     out["cache_s"] = 0.0
-    out["step_stamps"], out["losses"] = stamps, losses
+    out["step_stamps"], out["losses"], out["cpu_stamps"] = stamps, losses, cpu_stamps
     out["encode_ms_per_step"] = 1000 * encode_s / spec["steps"]
     out["nonfinite_latents"] = nonfinite
     out["peak_rss_mib"] = peak_rss_mib()
@@ -534,6 +545,12 @@ def run_child(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
         raise SystemExit(f"variant {spec['variant']} failed (exit {proc.returncode})")
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+def cpu_rate(res: dict[str, Any], steps: int, warmup: int) -> float:
+    """Steady steps per second of the child's own CPU time (robust to other load on a shared machine)."""
+    cpu = res["cpu_stamps"]
+    return (steps - warmup) / max(cpu[-1] - cpu[warmup - 1], 1e-9) if warmup else steps / max(cpu[-1], 1e-9)
 
 
 def rates(res: dict[str, Any], steps: int, warmup: int) -> tuple[float, float]:
@@ -745,6 +762,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
         rows[v] = {
             "run": med(r[0] for r in rr),
             "steady": med(r[1] for r in rr),
+            "cpu": med(cpu_rate(x, steps, warmup) for x in runs),
             "cache": med(x["cache_s"] for x in runs),
             "train": med(x["train_s"] for x in runs),
             "load": med(x["load_s"] for x in runs),
@@ -773,6 +791,11 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     print(f"ratios, steps/s run:    a/c = {a['run'] / c['run']:.2f}   b/c = {b['run'] / c['run']:.2f}")
     print(
         f"ratios, steps/s steady: a/c = {a['steady'] / c['steady']:.2f}   b/c = {b['steady'] / c['steady']:.2f}"
+    )
+    print(
+        f"ratios, steps per CPU-second steady (each child's own CPU time, one thread: robust to other load): "
+        f"a/c = {a['cpu'] / c['cpu']:.2f}   b/c = {b['cpu'] / c['cpu']:.2f}   "
+        f"(a {a['cpu']:.2f}, b {b['cpu']:.2f}, c {c['cpu']:.2f})"
     )
     print(
         f"ratios, peak RSS:       a/c = {a['rss'] / c['rss']:.2f}   b/c = {b['rss'] / c['rss']:.2f}   "
