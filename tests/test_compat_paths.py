@@ -117,3 +117,33 @@ def test_a_served_pack_node_reads_the_input_folder_and_nothing_outside(folders):
         assert REFUSED in message and repr(name) in message, (name, message)
         assert "\n" not in message.strip() and "Traceback" not in message and "secret" not in message.replace(
             repr(name), ""), message
+
+
+def test_a_pack_load_image_refuses_at_validation_when_confined_and_reads_anywhere_otherwise(folders):
+    from PIL import Image
+
+    from graphgen.errors import WorkflowError
+
+    Image.new("RGB", (4, 4), (10, 20, 30)).save(folders / "in" / "photo.png")
+    Image.new("RGB", (4, 4), (1, 1, 1)).save(folders / "elsewhere" / "secret.png")
+    engine = Engine(output_dir=folders / "out", input_dir=folders / "in", plugins=[PACKS])
+
+    def load(name: str) -> str | None:
+        workflow = {"1": {"class_type": "PackLoadImage", "inputs": {"image": name}},
+                    "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+        try:
+            result = engine.run(workflow)
+        except WorkflowError as exc:
+            (issue,) = exc.issues
+            assert (issue.node_id, issue.input) == ("1", "image")
+            return issue.message
+        assert result.ok, result.failed
+        return None
+
+    outside = str(folders / "elsewhere" / "secret.png")
+    assert load("photo.png") is None and load(outside) is None  # an Engine run reads any path
+    assert "'nothere.png' not found in the input folder" in str(load("nothere.png"))
+    engine.settings.confine_paths = True
+    assert load("photo.png") is None
+    for name in (outside, "../elsewhere/secret.png", "../elsewhere/missing.png"):
+        assert REFUSED in str(load(name)), name

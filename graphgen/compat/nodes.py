@@ -122,6 +122,17 @@ class LoadImage:
         return pixels, mask
 
     @classmethod
+    def VALIDATE_INPUTS(cls, image: str) -> bool | str:  # noqa: N802
+        """A missing image, or one a served run may not read, is named before anything runs."""
+        if folder_paths.exists_annotated_filepath(image):
+            return True
+        try:
+            folder_paths.get_annotated_filepath(image)
+        except OSError as exc:  # refused by a confined run: graphgen.paths' message
+            return str(exc)
+        return f"image file {image!r} not found in the input folder; upload it or put it there"
+
+    @classmethod
     def IS_CHANGED(cls, image: str) -> str:  # noqa: N802
         path = folder_paths.get_annotated_filepath(image)
         stat = os.stat(path)

@@ -6,6 +6,8 @@ import os
 
 import folder_paths
 
+import nodes
+
 
 class PackReadText:
     """Read a text file of the input folder (or `name [output]`) and show it."""
@@ -30,5 +32,11 @@ class PackReadText:
             if folder_paths.exists_annotated_filepath(name) else ""
 
 
-NODE_CLASS_MAPPINGS = {"PackReadText": PackReadText}
-NODE_DISPLAY_NAME_MAPPINGS = {"PackReadText": "Read Text (test pack)"}
+class PackLoadImage(nodes.LoadImage):
+    """ComfyUI's LoadImage as packs extend it (its load_image, VALIDATE_INPUTS and IS_CHANGED)."""
+
+    CATEGORY = "test/files"
+
+
+NODE_CLASS_MAPPINGS = {"PackReadText": PackReadText, "PackLoadImage": PackLoadImage}
+NODE_DISPLAY_NAME_MAPPINGS = {"PackReadText": "Read Text (test pack)", "PackLoadImage": "Load Image (test pack)"}
