@@ -122,7 +122,8 @@ class Engine:
             return None
         # Value types matter: command-line text is converted by input type, Python values are not.
         given = sorted((str(k), type(v).__name__, v) for k, v in (overrides or {}).items())
-        text = repr((content, given, self.registry.generation))
+        # The settings too: declared file checks answer by its folders and `confine_paths`.
+        text = repr((content, given, self.registry.generation, self.settings))
         return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
     def validate(self, workflow: WorkflowSource, overrides: Mapping[str, Any] | None = None) -> list[Any]:

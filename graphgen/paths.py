@@ -16,7 +16,7 @@ the administrator put inside a folder (a model folder kept on another disk) is f
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,14 +40,20 @@ def _within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def inside_roots(settings: EngineSettings, path: str | os.PathLike[str]) -> bool:
-    """Whether `path` lies inside one of `allowed_roots` (as written, or once links are resolved)."""
+def inside_roots(settings: EngineSettings, path: str | os.PathLike[str],
+                 also: Iterable[str | os.PathLike[str]] = ()) -> bool:
+    """Whether `path` lies inside one of `allowed_roots` or of the folders `also` (as written, or once
+    links are resolved).
+
+    `also` is for folders that code, not the request, chose: the folder a ComfyUI pack resolves a
+    name against (`folder_paths.get_annotated_filepath(name, default_dir)`).
+    """
     try:
         written = Path(os.path.abspath(Path(path).expanduser()))
         real = Path(os.path.realpath(written))
     except (OSError, ValueError):
         return False
-    for root in allowed_roots(settings):
+    for root in [*allowed_roots(settings), *(Path(os.path.abspath(folder)) for folder in also)]:
         if _within(written, root) or _within(real, Path(os.path.realpath(root))):
             return True
     return False

@@ -17,6 +17,7 @@ from graphgen.compat import folder_paths
 from graphgen.compat.comfy import utils as comfy_utils
 from graphgen.compat.comfy.comfy_types import IO
 from graphgen.compat.comfy_execution.graph_utils import GraphBuilder, add_graph_prefix, is_link
+from graphgen.pickles import UnsafeOrUnreadablePickle
 from graphgen.registry import NodeRegistry
 
 CUSTOM_NODES = Path(__file__).parent / "data" / "custom_nodes"
@@ -220,9 +221,13 @@ def test_load_torch_file_never_unpickles_code(tmp_path):
 
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(Exception):  # noqa: B017 - torch's own UnpicklingError
-        comfy_utils.load_torch_file(str(path))
+    with pytest.raises(UnsafeOrUnreadablePickle, match="never running code") as refused:
+        comfy_utils.load_torch_file(str(path), safe_load=False)
+    assert "weights_only=False" not in str(refused.value)
     assert not Path("pwned").exists()
+    torch = pytest.importorskip("torch")
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "fine.ckpt")
+    assert comfy_utils.load_torch_file(str(tmp_path / "fine.ckpt"))["w"].tolist() == [1.0, 1.0]
 
 
 def test_schema_node_runs_like_a_classic_one(tmp_path):

@@ -391,3 +391,17 @@ def test_editor_widgets_map_to_comfyuis_inputs(node, widgets, linked, expected):
     from graphgen.comfy_ui import widget_values
 
     assert widget_values(Engine().registry.get(node), widgets, linked) == expected
+
+
+def test_resize_targets_keep_the_aspect_ratio_and_clamp_as_comfyui():
+    from graphgen_nodes.core.sizes import fit_size, scale_size
+
+    assert fit_size(rows=30, cols=40, width=0, height=60) == (80, 60)  # width follows height
+    assert fit_size(rows=30, cols=40, width=20, height=0) == (20, 15)
+    assert fit_size(rows=30, cols=40, width=7, height=9) == (7, 9)  # both given: as given
+    # latents: every side at least 64 pixels, the given one clamped before the other follows it
+    assert fit_size(rows=8, cols=16, width=0, height=16, minimum=64) == (128, 64)
+    assert fit_size(rows=8, cols=16, width=16, height=100, minimum=64) == (64, 100)
+    assert fit_size(rows=1000, cols=1, width=0, height=10) == (1, 10)  # never 0 pixels
+    assert scale_size(rows=3, cols=5, factor=1.5) == (8, 4)  # round(7.5) = 8, round(4.5) = 4 (to even)
+    assert scale_size(rows=3, cols=5, factor=0.01) == (1, 1)

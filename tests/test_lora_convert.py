@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,8 @@ TOL = 1e-5
 ALPHA_FORMATS = [f for f in WRITE_FORMATS if LAYOUTS[f].stores_alpha]
 NO_ALPHA_FORMATS = [f for f in WRITE_FORMATS if not LAYOUTS[f].stores_alpha]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models run faster single-threaded on a shared 2-core machine (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build_unet(seed: int = 0) -> nn.Module:

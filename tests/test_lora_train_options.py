@@ -4,7 +4,6 @@ buckets of mixed shapes, options that change the weights, and the output-name ed
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,8 @@ from graphgen_nodes.lora.latent_cache import build_cache, chatglm_encoder, vae_e
 from graphgen_nodes.lora.loss_log import read_loss_csv
 from graphgen_nodes.lora.train_config import TrainConfig, TrainError, prepare_data
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models run faster single-threaded on a shared 2-core machine (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mixed_dataset(root: Path) -> Path:

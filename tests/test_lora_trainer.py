@@ -9,7 +9,7 @@ import copy
 import csv
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +44,8 @@ from graphgen_nodes.lora.train_config import (
 CAPTIONS = ["一只可爱的小猫坐在木桌上", "a red car on a rainy street"]
 FLIP = PreprocessParams(64, 64, center_crop=True, random_flip=True)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster single-threaded on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models run faster single-threaded on a shared 2-core machine (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_dataset(root: Path) -> Path:

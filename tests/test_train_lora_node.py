@@ -42,15 +42,9 @@ def workflow(tiny_models: Any, dataset: Path, **train: Any) -> dict[str, Any]:
         "3": {"class_type": "TrainLoRA", "inputs": inputs},  # an output node: it writes the LoRA
     }}
 
+# tiny models run faster single-threaded on a shared 2-core machine (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """Tiny models run faster single-threaded on a shared 2-core machine (OpenMP spin-waits otherwise)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 @pytest.fixture(scope="module")
 def trained(tiny_models: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:

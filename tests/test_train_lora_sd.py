@@ -25,15 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CKPT = {"sd15": "v1-5-pruned-emaonly.safetensors", "sdxl": "sd_xl_base_1.0.safetensors"}
 PROMPT = "red, box"
 
+# tiny models run faster single-threaded on a shared 2-core machine (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """Tiny models run faster single-threaded on a shared 2-core machine (OpenMP spin-waits otherwise)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 @pytest.fixture(scope="module")
 def sd_models(tmp_path_factory: pytest.TempPathFactory) -> Any:

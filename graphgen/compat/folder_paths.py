@@ -4,6 +4,13 @@ The folders are the running Engine's (`--models-dir`, `--input-dir`, `--output-d
 output folder's `.temp`). Model folders are `<models dir>/<name>` with ComfyUI's names (and its
 legacy aliases: `clip` for `text_encoders`, `unet` for `diffusion_models`...); packs may add their
 own with `add_model_folder_path` or by editing `folder_names_and_paths`.
+
+Names are resolved as ComfyUI resolves them (an absolute name, or `..`, in a file input reaches any
+file a local user names), except in a confined run (`EngineSettings.confine_paths`: `graphgen serve`):
+there a name given to `get_annotated_filepath` must stay inside the folder it is resolved against or
+the engine's input, models and output folders (`graphgen.paths`, the rule built-in nodes follow), so
+that a served workflow cannot read other files through a pack's LoadImage-like node. `get_full_path`
+and `get_save_image_path` refuse names leaving their folder in every run, as ComfyUI's do.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from graphgen import paths
 from graphgen.compat import _runtime
 
 supported_pt_extensions: set[str] = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
@@ -123,13 +131,32 @@ def annotated_filepath(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def _resolve_annotated(name: str, default_dir: str | None) -> tuple[str, bool]:
+    """The path `name` stands for, and whether this run may read it (always, unless confined)."""
+    relative, base = annotated_filepath(name)
+    folder = base or default_dir or get_input_directory()
+    path = os.path.join(folder, relative)  # an absolute `relative` replaces the folder, as in ComfyUI
+    settings = _runtime.settings()
+    return path, not settings.confine_paths or paths.inside_roots(settings, path, also=(folder,))
+
+
 def get_annotated_filepath(name: str, default_dir: str | None = None) -> str:
-    name, base = annotated_filepath(name)
-    return os.path.join(base or default_dir or get_input_directory(), name)
+    """`name` (`"x.png"`, `"x.png [output]"`) in its folder: the annotated one, else `default_dir`, else input.
+
+    Raises:
+        PathNotAvailableError: in a confined run, `name` leaves that folder and the engine's folders
+            (`..`, an absolute path); the message is `graphgen.paths`' one.
+    """
+    path, allowed = _resolve_annotated(name, default_dir)
+    if not allowed:
+        raise paths.not_available("file", name)
+    return path
 
 
 def exists_annotated_filepath(name: str) -> bool:
-    return os.path.exists(get_annotated_filepath(name))
+    """Whether `name` is a file this run may read (False for one a confined run refuses, existing or not)."""
+    path, allowed = _resolve_annotated(name, None)
+    return allowed and os.path.exists(path)
 
 
 def add_model_folder_path(folder_name: str, full_folder_path: str, is_default: bool = False) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from graphgen.compat import _runtime, folder_paths
 from graphgen.compat.comfy import model_management
+from graphgen.paths import not_available
 
 MAX_RESOLUTION = 16384
 EXTENSION_WEB_DIRS: dict[str, str] = {}
@@ -120,6 +121,16 @@ class LoadImage:
         if mask is None:
             mask = torch.zeros(pixels.shape[0], pixels.shape[1], pixels.shape[2])
         return pixels, mask
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image: str) -> bool | str:  # noqa: N802
+        """A missing image, or one a served run may not read, is named before anything runs (served:
+        one message for both, as `graphgen.paths` answers, so that nothing tells them apart)."""
+        if folder_paths.exists_annotated_filepath(image):
+            return True
+        if _runtime.settings().confine_paths:
+            return str(not_available("image", image))
+        return f"image file {image!r} not found in the input folder; upload it or put it there"
 
     @classmethod
     def IS_CHANGED(cls, image: str) -> str:  # noqa: N802

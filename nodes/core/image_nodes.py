@@ -9,9 +9,7 @@ from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output
 
-MAX_RESOLUTION = 16384
-IMAGE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
-CROPS = ["disabled", "center"]
+from .sizes import CROPS, IMAGE_METHODS, MAX_RESOLUTION, fit_size, scale_size
 
 
 def _scaled(image: Any, width: int, height: int, method: str, crop: str) -> Any:
@@ -53,11 +51,7 @@ class ImageScale(Node):
     def run(self, image: Any, upscale_method: str, width: int, height: int, crop: str) -> Any:
         if width == 0 and height == 0:
             return image
-        rows, cols = int(image.shape[1]), int(image.shape[2])
-        if width == 0:
-            width = max(1, round(cols * height / rows))
-        elif height == 0:
-            height = max(1, round(rows * width / cols))
+        width, height = fit_size(int(image.shape[1]), int(image.shape[2]), width, height)
         return _scaled(image, width, height, upscale_method, crop)
 
 
@@ -72,7 +66,7 @@ class ImageScaleBy(Node):
     outputs = [Output("IMAGE", "image")]
 
     def run(self, image: Any, upscale_method: str, scale_by: float) -> Any:
-        width, height = max(1, round(int(image.shape[2]) * scale_by)), max(1, round(int(image.shape[1]) * scale_by))
+        width, height = scale_size(int(image.shape[1]), int(image.shape[2]), scale_by)
         return _scaled(image, width, height, upscale_method, "disabled")
 
 

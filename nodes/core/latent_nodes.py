@@ -13,9 +13,7 @@ from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output
 
-MAX_RESOLUTION = 16384
-LATENT_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
-CROPS = ["disabled", "center"]
+from .sizes import CROPS, LATENT_METHODS, MAX_RESOLUTION, fit_size, scale_size
 
 
 class EmptyLatentImage(Node):
@@ -78,14 +76,7 @@ class LatentUpscale(Node):
         if width == 0 and height == 0:
             return samples
         rows, cols = int(samples["samples"].shape[-2]), int(samples["samples"].shape[-1])
-        if width == 0:
-            height = max(64, height)
-            width = max(64, round(cols * height / rows))
-        elif height == 0:
-            width = max(64, width)
-            height = max(64, round(rows * width / cols))
-        else:
-            width, height = max(64, width), max(64, height)
+        width, height = fit_size(rows, cols, width, height, minimum=64)
         return _upscaled(samples, width // 8, height // 8, upscale_method, crop)
 
 
@@ -100,8 +91,7 @@ class LatentUpscaleBy(Node):
     outputs = [Output("LATENT", "latent")]
 
     def run(self, samples: dict[str, Any], upscale_method: str, scale_by: float) -> dict[str, Any]:
-        rows, cols = int(samples["samples"].shape[-2]), int(samples["samples"].shape[-1])
-        width, height = max(1, round(cols * scale_by)), max(1, round(rows * scale_by))
+        width, height = scale_size(int(samples["samples"].shape[-2]), int(samples["samples"].shape[-1]), scale_by)
         return _upscaled(samples, width, height, upscale_method, "disabled")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from graphgen import Float, Input, Int, Node, Output
 
-MAX_RESOLUTION = 16384
+from .sizes import MAX_RESOLUTION
 
 
 class SolidMask(Node):

@@ -21,11 +21,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from PIL import Image
 
+from .sizes import CROPS, IMAGE_METHODS, LATENT_METHODS
+
 __all__ = ["IMAGE_METHODS", "LATENT_METHODS", "CROPS", "center_crop", "upscale"]
 
-IMAGE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
-LATENT_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
-CROPS = ["disabled", "center"]
 
 
 def center_crop(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from graphgen import Choice, Input, Int, Node, Output
+from graphgen.spec import InputSpec
 
 
 def _decode(node: Node, samples: dict[str, Any], vae: Any, **options: Any) -> Any:
@@ -50,6 +51,16 @@ def _encode(node: Node, pixels: Any, vae: Any, *, tile_size: int | None = None, 
     return latents, cell
 
 
+def _tiling_inputs(verb: str, tile_step: int) -> list[InputSpec]:
+    """The tiled nodes' inputs after `vae`, as ComfyUI declares them (the temporal ones for its video VAEs)."""
+    return [Int("tile_size", default=512, min=64, max=4096, step=tile_step),
+            Int("overlap", default=64, min=0, max=4096, step=32),
+            Int("temporal_size", default=64, min=8, max=4096, step=4,
+                description=f"video VAEs only: frames {verb} at a time (unused by image VAEs)"),
+            Int("temporal_overlap", default=8, min=4, max=4096, step=4,
+                description="video VAEs only: frames of overlap (unused by image VAEs)")]
+
+
 class VAEDecode(Node):
     """Decode latents to images. An fp16 decode that overflows (NaN/inf) is redone in fp32, with a warning."""
 
@@ -75,12 +86,7 @@ class VAEDecodeTiled(Node):
     display_name = "VAE Decode (Tiled)"
     category = "_for_testing"
     inputs = [Input("samples", "LATENT", force_link=True), Input("vae", "VAE", force_link=True),
-              Int("tile_size", default=512, min=64, max=4096, step=32),
-              Int("overlap", default=64, min=0, max=4096, step=32),
-              Int("temporal_size", default=64, min=8, max=4096, step=4,
-                  description="video VAEs only: frames decoded at a time (unused by image VAEs)"),
-              Int("temporal_overlap", default=8, min=4, max=4096, step=4,
-                  description="video VAEs only: frames of overlap (unused by image VAEs)")]
+              *_tiling_inputs("decoded", tile_step=32)]
     outputs = [Output("IMAGE", "image")]
 
     def run(self, samples: dict[str, Any], vae: Any, tile_size: int, overlap: int, temporal_size: int = 64,
@@ -108,12 +114,7 @@ class VAEEncodeTiled(Node):
     display_name = "VAE Encode (Tiled)"
     category = "_for_testing"
     inputs = [Input("pixels", "IMAGE", force_link=True), Input("vae", "VAE", force_link=True),
-              Int("tile_size", default=512, min=64, max=4096, step=64),
-              Int("overlap", default=64, min=0, max=4096, step=32),
-              Int("temporal_size", default=64, min=8, max=4096, step=4,
-                  description="video VAEs only: frames encoded at a time (unused by image VAEs)"),
-              Int("temporal_overlap", default=8, min=4, max=4096, step=4,
-                  description="video VAEs only: frames of overlap (unused by image VAEs)")]
+              *_tiling_inputs("encoded", tile_step=64)]
     outputs = [Output("LATENT", "latent")]
 
     def run(self, pixels: Any, vae: Any, tile_size: int, overlap: int, temporal_size: int = 64,

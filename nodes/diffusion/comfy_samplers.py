@@ -27,12 +27,12 @@ above and the solver's own keys change.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .schedulers import build_scheduler, scheduler_parameters
 
 __all__ = ["SAMPLERS", "SCHEDULERS", "SD_SCHEDULER_CONFIG", "check_combination", "make_comfy_scheduler",
            "supported_combinations"]
@@ -80,25 +80,13 @@ SCHEDULERS: dict[str, tuple[dict[str, Any], str]] = {
     "beta": ({"use_beta_sigmas": True, "timestep_spacing": "linspace"}, "use_beta_sigmas"),
 }
 
-_META_KEYS = ("_class_name", "_diffusers_version", "_use_default_values")
-
-
-@functools.cache
-def _parameters(class_name: str) -> frozenset[str]:
-    import diffusers
-
-    try:
-        cls = getattr(diffusers, class_name)
-        return frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
-    except Exception:  # a scheduler whose optional dependency is missing
-        return frozenset()
 
 
 def _unsupported_reason(sampler: str, scheduler: str) -> str | None:
     spec = SAMPLERS[sampler]
     if spec.needs_module and importlib.util.find_spec(spec.needs_module) is None:
         return f"sampler {sampler!r} needs the {spec.needs_module} package (pip install {spec.needs_module})"
-    if SCHEDULERS[scheduler][1] not in _parameters(spec.class_name):
+    if SCHEDULERS[scheduler][1] not in scheduler_parameters(spec.class_name):
         return f"diffusers' {spec.class_name} has no {scheduler!r} noise schedule"
     return None
 
@@ -135,17 +123,9 @@ def make_comfy_scheduler(sampler: str, scheduler: str, base_config: Mapping[str,
     Raises:
         ValueError: An unsupported combination (the message lists the supported ones).
     """
-    import diffusers
-
     problem = check_combination(sampler, scheduler)
     if problem:
         raise ValueError(problem)
     spec = SAMPLERS[sampler]
-    cls = getattr(diffusers, spec.class_name)
-    config = dict(SD_SCHEDULER_CONFIG if base_config is None else base_config)
-    for key in _META_KEYS:
-        config.pop(key, None)
-    config.update(spec.extra)
-    config.update(SCHEDULERS[scheduler][0])
-    accepted = _parameters(spec.class_name)
-    return cls.from_config({k: v for k, v in config.items() if k in accepted})
+    return build_scheduler(spec.class_name, SD_SCHEDULER_CONFIG if base_config is None else base_config,
+                           spec.extra, SCHEDULERS[scheduler][0])

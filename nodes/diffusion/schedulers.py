@@ -12,6 +12,7 @@ ComfyUI-KwaiKolorsWrapper (``EulerDiscreteScheduler``, ``DPMSolverMultistepSched
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,6 +105,37 @@ SCHEDULER_ALIASES: dict[str, str] = {
 _META_KEYS = ("_class_name", "_diffusers_version", "_use_default_values")
 
 
+@functools.cache
+def scheduler_parameters(class_name: str) -> frozenset[str]:
+    """The constructor arguments of diffusers' scheduler `class_name` (none if it cannot be imported)."""
+    import diffusers
+
+    try:
+        cls = getattr(diffusers, class_name)
+        return frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
+    except Exception:  # a scheduler whose optional dependency is missing
+        return frozenset()
+
+
+def build_scheduler(class_name: str, base_config: Mapping[str, Any], *changes: Mapping[str, Any]) -> Any:
+    """A fresh diffusers `class_name` from `base_config` (its bookkeeping keys dropped) with `changes`
+    applied in order.
+
+    Only the keys the class accepts are passed: a config written for Euler carries keys that DPM or
+    DDIM do not know (diffusers would log a warning for each).
+    """
+    import diffusers
+
+    cls = getattr(diffusers, class_name)
+    config = dict(base_config)
+    for key in _META_KEYS:
+        config.pop(key, None)
+    for change in changes:
+        config.update(change)
+    accepted = scheduler_parameters(class_name)
+    return cls.from_config({k: v for k, v in config.items() if k in accepted})
+
+
 def scheduler_names(include_aliases: bool = False) -> list[str]:
     """Lists the accepted scheduler names.
 
@@ -156,15 +188,6 @@ def make_scheduler(name: str, base_config: Mapping[str, Any] | None = None) -> A
     Raises:
         ValueError: If the name is unknown.
     """
-    import diffusers
-
     spec = SCHEDULERS[resolve_scheduler_name(name)]
-    cls = getattr(diffusers, spec.class_name)
-    config = dict(KOLORS_SCHEDULER_CONFIG if base_config is None else base_config)
-    for key in _META_KEYS:
-        config.pop(key, None)
-    config.update(spec.extra)
-    # Pass only what this class accepts: a config written for Euler carries keys that DPM or
-    # DDIM do not know (diffusers would log a warning for each).
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return cls.from_config({k: v for k, v in config.items() if k in accepted})
+    return build_scheduler(spec.class_name, KOLORS_SCHEDULER_CONFIG if base_config is None else base_config,
+                           spec.extra)

@@ -269,6 +269,15 @@ def _finish(model: torch.nn.Module, device: torch.device | str) -> Any:
     return model.to(device).eval()
 
 
+def _from_config(model_class: Any, cfg: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype,
+                 source: Path, device: torch.device | str) -> Any:
+    """A diffusers model built from `cfg` on the meta device (no random init paid for), `state` assigned."""
+    with torch.device("meta"):
+        model = model_class.from_config(cfg)
+    _assign(model, state, dtype, source)
+    return _finish(model, device)
+
+
 def _config_override(config: dict[str, Any] | PathLike | None) -> dict[str, Any] | None:
     if config is None or isinstance(config, dict):
         return config
@@ -388,10 +397,7 @@ def load_unet(
             cfg = _read_json(source.parent / "config.json")
         else:
             cfg = _infer(infer_unet_config, state, source, "Kolors UNet")
-    with torch.device("meta"):
-        model = UNet2DConditionModel.from_config(cfg)
-    _assign(model, state, dtype, source)
-    return _finish(model, device)
+    return _from_config(UNet2DConditionModel, cfg, state, dtype, source, device)
 
 
 def infer_vae_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -457,10 +463,7 @@ def load_vae(
         }
         state = convert_ldm_vae_checkpoint(state, shape_cfg)
     cfg = _config_override(config) or cfg or _infer(infer_vae_config, state, source, "VAE")
-    with torch.device("meta"):
-        model = AutoencoderKL.from_config(cfg)
-    _assign(model, state, dtype, source)
-    return _finish(model, device)
+    return _from_config(AutoencoderKL, cfg, state, dtype, source, device)
 
 
 def infer_chatglm_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -94,10 +94,9 @@ UNET_TOP_LEVEL = (
 
 #: Identifiers that contain underscores, needed to undo kohya's ``.`` → ``_`` flattening
 #: (longest match first): ``to_out_0`` → ``to_out.0``, ``transformer_blocks_3`` → ``transformer_blocks.3``.
+#: Every top-level UNet name with an underscore is one.
 COMPOUND_WORDS: tuple[str, ...] = (
-    "down_blocks",
-    "up_blocks",
-    "mid_block",
+    *(name for name in UNET_TOP_LEVEL if "_" in name),
     "transformer_blocks",
     "to_q",
     "to_k",
@@ -107,13 +106,6 @@ COMPOUND_WORDS: tuple[str, ...] = (
     "proj_out",
     "time_emb_proj",
     "conv_shortcut",
-    "conv_in",
-    "conv_out",
-    "conv_norm_out",
-    "time_embedding",
-    "add_embedding",
-    "encoder_hid_proj",
-    "class_embedding",
     "linear_1",
     "linear_2",
     "input_blocks",

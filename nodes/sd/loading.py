@@ -51,16 +51,22 @@ def _assign(model: torch.nn.Module, state: dict[str, torch.Tensor], dtype: torch
     return model.eval().requires_grad_(False)
 
 
+def _from_ldm(model_class: Any, convert: Any, config: Mapping[str, Any] | None, state: Mapping[str, torch.Tensor],
+              dtype: torch.dtype, what: str) -> Any:
+    """A diffusers model of `config` built on the meta device, taking `state` renamed by diffusers' `convert`."""
+    assert config is not None
+    converted = convert(dict(state), dict(config))
+    with torch.device("meta"):
+        model = model_class.from_config(config)
+    return _assign(model, converted, dtype, what)
+
+
 def load_unet(state: Mapping[str, torch.Tensor], arch: Architecture, dtype: torch.dtype) -> Any:
     """The UNet as ``UNet2DConditionModel``."""
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    assert arch.unet is not None
-    converted = convert_ldm_unet_checkpoint(dict(state), dict(arch.unet))
-    with torch.device("meta"):
-        model = UNet2DConditionModel.from_config(arch.unet)
-    return _assign(model, converted, dtype, "UNet")
+    return _from_ldm(UNet2DConditionModel, convert_ldm_unet_checkpoint, arch.unet, state, dtype, "UNet")
 
 
 def load_vae(state: Mapping[str, torch.Tensor], arch: Architecture, dtype: torch.dtype) -> Any:
@@ -68,11 +74,7 @@ def load_vae(state: Mapping[str, torch.Tensor], arch: Architecture, dtype: torch
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    assert arch.vae is not None
-    converted = convert_ldm_vae_checkpoint(dict(state), dict(arch.vae))
-    with torch.device("meta"):
-        model = AutoencoderKL.from_config(arch.vae)
-    return _assign(model, converted, dtype, "VAE")
+    return _from_ldm(AutoencoderKL, convert_ldm_vae_checkpoint, arch.vae, state, dtype, "VAE")
 
 
 def _clip_model(config: dict[str, Any], with_projection: bool) -> Any:

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from graphgen import Choice, Float, Input, Int, Node, Output, String
+from graphgen.spec import InputSpec
 
 from .loader_nodes import MODEL_TYPES
 
@@ -143,26 +144,37 @@ def _model_family(model: Any) -> tuple[str, float, Any]:
     return "kolors", 0.13025, KOLORS_SCHEDULER_CONFIG
 
 
-class KSampler(Node):
-    """Denoise a latent with a model and positive/negative conditioning (text-to-image from an empty latent,
-    image-to-image with `denoise` < 1, inpainting when the latent has a noise mask)."""
+def _schedule_inputs() -> list[InputSpec]:
+    """The inputs KSampler and KSamplerAdvanced share, in ComfyUI's order: steps to latent_image."""
+    return [Int("steps", default=20, min=1, max=10000),
+            Float("cfg", default=8.0, min=0.0, max=100.0, step=0.1),
+            Choice("sampler_name", _sampler_names(), default="euler"),
+            Choice("scheduler", _scheduler_names(), default="normal"),
+            Input("positive", "CONDITIONING,KOLORS_EMBEDS", force_link=True),
+            Input("negative", "CONDITIONING,KOLORS_EMBEDS", force_link=True),
+            Input("latent_image", "LATENT", force_link=True)]
+
+
+class _SamplerNode(Node):
+    """What KSampler and KSamplerAdvanced share besides `run_sampler`: category, output and the check
+    of the sampler/scheduler pair at validation."""
 
     category = "sampling"
-    inputs = [Input("model", MODEL_TYPES, force_link=True),
-              Int("seed", default=0, min=0, max=MAX_SEED),
-              Int("steps", default=20, min=1, max=10000),
-              Float("cfg", default=8.0, min=0.0, max=100.0, step=0.1),
-              Choice("sampler_name", _sampler_names(), default="euler"),
-              Choice("scheduler", _scheduler_names(), default="normal"),
-              Input("positive", "CONDITIONING,KOLORS_EMBEDS", force_link=True),
-              Input("negative", "CONDITIONING,KOLORS_EMBEDS", force_link=True),
-              Input("latent_image", "LATENT", force_link=True),
-              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01)]
     outputs = [Output("LATENT", "LATENT")]
 
     @classmethod
     def validate_inputs(cls, sampler_name: str, scheduler: str) -> bool | str:
         return _check(sampler_name, scheduler)
+
+
+class KSampler(_SamplerNode):
+    """Denoise a latent with a model and positive/negative conditioning (text-to-image from an empty latent,
+    image-to-image with `denoise` < 1, inpainting when the latent has a noise mask)."""
+
+    inputs = [Input("model", MODEL_TYPES, force_link=True),
+              Int("seed", default=0, min=0, max=MAX_SEED),
+              *_schedule_inputs(),
+              Float("denoise", default=1.0, min=0.0, max=1.0, step=0.01)]
 
     def run(self, model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive: Any,
             negative: Any, latent_image: dict[str, Any], denoise: float = 1.0) -> dict[str, Any]:
@@ -172,30 +184,18 @@ class KSampler(Node):
                            sampler_name=sampler_name, scheduler=scheduler, denoise=denoise)
 
 
-class KSamplerAdvanced(Node):
+class KSamplerAdvanced(_SamplerNode):
     """KSampler over a part of the schedule: start/end steps, optional added noise, optional leftover noise
     (a start at or beyond the last step passes the latent through, as refiner stages rely on)."""
 
-    category = "sampling"
     inputs = [Input("model", MODEL_TYPES, force_link=True),
               Choice("add_noise", ["enable", "disable"], default="enable"),
               Int("noise_seed", default=0, min=0, max=MAX_SEED),
-              Int("steps", default=20, min=1, max=10000),
-              Float("cfg", default=8.0, min=0.0, max=100.0, step=0.1),
-              Choice("sampler_name", _sampler_names(), default="euler"),
-              Choice("scheduler", _scheduler_names(), default="normal"),
-              Input("positive", "CONDITIONING,KOLORS_EMBEDS", force_link=True),
-              Input("negative", "CONDITIONING,KOLORS_EMBEDS", force_link=True),
-              Input("latent_image", "LATENT", force_link=True),
+              *_schedule_inputs(),
               Int("start_at_step", default=0, min=0, max=10000),
               Int("end_at_step", default=10000, min=0, max=10000),
               # ComfyUI's own SDXL test graph writes true/false here: accepted as well
               Choice("return_with_leftover_noise", ["disable", "enable", False, True], default="disable")]
-    outputs = [Output("LATENT", "LATENT")]
-
-    @classmethod
-    def validate_inputs(cls, sampler_name: str, scheduler: str) -> bool | str:
-        return _check(sampler_name, scheduler)
 
     def run(self, model: Any, add_noise: str, noise_seed: int, steps: int, cfg: float, sampler_name: str,
             scheduler: str, positive: Any, negative: Any, latent_image: dict[str, Any], start_at_step: int,

@@ -73,8 +73,14 @@ def common_upscale(samples: Any, width: int, height: int, upscale_method: str, c
 
 
 def load_torch_file(ckpt: str, safe_load: bool = True, device: Any = None, return_metadata: bool = False) -> Any:
-    """A state dict from `.safetensors` or a pickle read with `weights_only=True` (never unsafe)."""
+    """A state dict from `.safetensors` or a pickle read with `weights_only=True` (never unsafe).
+
+    `safe_load=False` is accepted and ignored: pickles are read by `graphgen.pickles` only, whose
+    refusal says what the file is instead of advising `weights_only=False`.
+    """
     import torch
+
+    from graphgen.pickles import load_weights_pickle
 
     device = device or torch.device("cpu")
     metadata = None
@@ -85,7 +91,7 @@ def load_torch_file(ckpt: str, safe_load: bool = True, device: Any = None, retur
             metadata = handle.metadata()
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     else:
-        loaded = torch.load(ckpt, map_location=device, weights_only=True)
+        loaded = load_weights_pickle(ckpt, map_location=device)
         state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
     return (state, metadata) if return_metadata else state
 
