@@ -31,6 +31,7 @@ from graphgen.events import (
     NodeCached,
     NodeFailed,
     NodeFinished,
+    NodeInfo,
     NodePreview,
     NodeProgress,
     NodeSkipped,
@@ -222,6 +223,9 @@ class RunView(EventView):
             text = f"{event.message}: " if event.message else ""
             self.console.print(f"  [cyan]▣[/] {self._label(event.node_id)}: {escape(text)}{escape(str(item.get('path')))}",
                                soft_wrap=True)
+
+    def _on_node_info(self, event: NodeInfo) -> None:
+        self.console.print(f"  [blue]i[/] {self._label(event.node_id)}: {escape(event.message)}", soft_wrap=True)
 
     def _on_node_warning(self, event: NodeWarning) -> None:
         self.console.print(f"  [yellow]![/] {self._label(event.node_id)}: {escape(event.message)}", soft_wrap=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graphgen.events import Event, NodeMessage, NodePreview, NodeProgress, NodeWarning
+from graphgen.events import Event, NodeInfo, NodeMessage, NodePreview, NodeProgress, NodeWarning
 
 if TYPE_CHECKING:
     from graphgen.resources import ResourceCache
@@ -164,6 +164,10 @@ class NodeContext:
             item = {"path": str(file)}
         self._emit(NodePreview(run_id=self.run_id, node_id=self.node_id, node_type=self.node_type,
                                message=message, ui={"images": [item]}))
+
+    def info(self, message: str) -> None:
+        """Report something worth seeing that is not a problem (a summary, a report line)."""
+        self._emit(NodeInfo(run_id=self.run_id, node_id=self.node_id, node_type=self.node_type, message=message))
 
     def warn(self, message: str) -> None:
         """Report something the user should know that does not stop the node."""

@@ -68,6 +68,16 @@ class NodeWarning(Event):
 
 
 @dataclass
+class NodeInfo(Event):
+    """Something worth showing about a node's work that is not a problem (`ctx.info`), e.g. a report."""
+
+    kind: ClassVar[str] = "node_info"
+    node_id: str = ""
+    node_type: str = ""
+    message: str = ""
+
+
+@dataclass
 class NodeMessage(Event):
     """A message a node sends to whoever watches the run (`ctx.send`; ComfyUI's `send_sync`)."""
 

@@ -389,3 +389,34 @@ def test_nodes_names_the_packs_of_an_ambiguous_type(capsys, tmp_path):
     assert code == 2 and "one/Shared or two/Shared" in err and "did you mean" not in err
     code, out, err = run_cli(capsys, "nodes", "--plugins", str(tmp_path), "--json")
     assert {"one/Shared", "two/Shared"} <= {n["type"] for n in json.loads(out)}
+
+
+def test_info_lines_are_shown_apart_from_warnings(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from graphgen import Engine, Node, Result
+    from graphgen.console import RunView
+    from graphgen.registry import NodeRegistry
+
+    class Report(Node):
+        output_node = True
+
+        def run(self) -> Result:
+            self.ctx.info("bucket 128x64: 3 images")
+            self.ctx.warn("2 images skipped")
+            return Result()
+
+    registry = NodeRegistry()
+    registry.register(Report)
+    stream, events = io.StringIO(), []
+    with RunView(Console(file=stream, width=200)) as view:
+        result = Engine(registry=registry, output_dir=tmp_path).run(
+            {"1": {"class_type": "Report", "inputs": {}}}, on_event=lambda e: (events.append(e.to_dict()), view(e)))
+    kinds = {e["message"]: e["event"] for e in events if "message" in e and e["event"] in ("node_info", "node_warning")}
+    assert kinds == {"bucket 128x64: 3 images": "node_info", "2 images skipped": "node_warning"}
+    assert result.warnings == {"1": ["2 images skipped"]}
+    assert "bucket 128x64" not in str(result.warnings)
+    shown = stream.getvalue()
+    assert "i " in shown and "bucket 128x64: 3 images" in shown and "! " in shown

@@ -224,7 +224,7 @@ def _train(node: Node, glue: Any, model: Any, text: Any, vae: Any, *, dataset_pa
     for warning in warnings:
         ctx.warn(warning)
     for line in data.report:
-        ctx.warn(line)
+        ctx.info(line)
 
     def progress(step: int, total: int, loss: float, its: float) -> None:
         # a cancel is honoured by the trainer before the next step, which saves a checkpoint first
