@@ -301,6 +301,7 @@ def test_readme_node_example_shows_its_result(capsys, tmp_path):
     status, out, err = run_cli(capsys, *base)
     assert status == 0, err
     assert "text: hi hi hi" in out
+    assert "9 characters" in out  # the example's ctx.info line
     status, out, err = run_cli(capsys, *base, "--json")
     finished = [json.loads(line) for line in out.splitlines() if '"node_finished"' in line]
     assert [e["ui"] for e in finished if e["node_id"] == "2"] == [{"text": ["hi hi hi "]}]
