@@ -42,8 +42,8 @@ TARGET_MODULES = ATTENTION_MODULES
 
 
 #: Why Kolors refuses ``text_encoder_lr > 0`` (one line with the fix).
-KOLORS_TEXT_ENCODER_REFUSAL = ("text_encoder_lr > 0 trains CLIP text encoders (SD1.5, SDXL); Kolors' ChatGLM3 "
-                               "text encoder is not trained: set text_encoder_lr to 0")
+KOLORS_TEXT_ENCODER_REFUSAL = ("text_encoder_lr > 0 trains the CLIP text encoders of SD1.5/SDXL, but Kolors' "
+                               "ChatGLM3 text encoder does not train: set text_encoder_lr to 0")
 
 
 class TrainError(RuntimeError):

@@ -201,9 +201,9 @@ class TrainLoRA(_TrainingNode):
 
         glue = glue_for(model)
         if params.get("text_encoder_lr", 0.0) > 0 and glue.text_modules is None:
-            raise ValueError(f"input 'text_encoder_lr': {KOLORS_TEXT_ENCODER_REFUSAL}" if glue.family.name == "kolors"
-                             else f"input 'text_encoder_lr': {glue.family.name} has no text-encoder training: "
-                                  "set text_encoder_lr to 0")
+            raise ValueError(KOLORS_TEXT_ENCODER_REFUSAL if glue.family.name == "kolors" else
+                             f"text_encoder_lr > 0: {glue.family.name}'s text encoder does not train: "
+                             "set text_encoder_lr to 0")
         return _train(self, glue, model, clip, vae, dataset_path=dataset_path, output_path=output_path,
                       output_name=output_name, on_bad_item=on_bad_item,
                       params={**params, "family": glue.family.name, "save_format": "kohya"})
