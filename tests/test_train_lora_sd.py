@@ -350,9 +350,11 @@ def test_first_step_equals_the_cached_path_and_lr_0_trains_the_unet_only(
         assert unet_only.ok and with_te.ok
         a, b = load_file(unet_only.output("2", "lora_path")), load_file(with_te.output("2", "lora_path"))
         assert not any(k.startswith("lora_te") for k in a)
-        with safe_open(unet_only.output("2", "lora_path"), "pt") as f:
-            meta = f.metadata()
+        with safe_open(unet_only.output("2", "lora_path"), "pt") as f, \
+                safe_open(with_te.output("2", "lora_path"), "pt") as g:
+            meta, te_meta = f.metadata(), g.metadata()
         assert meta["ss_text_encoder_lr"] == "0" and meta["ss_network_train_unet_only"] == "True"
+        assert meta["graphgen.run_key"] != te_meta["graphgen.run_key"]  # a re-run never mistakes one for the other
         unet_keys = [k for k in b if k.startswith("lora_unet_")]
         assert sorted(unet_keys) == sorted(a)
         assert all(torch.equal(a[k], b[k]) for k in unet_keys)

@@ -5,6 +5,7 @@ attention and MLP (kohya's ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``, ``f
 not the pooled projection), on weight-sharing copies made by :class:`~.train_adapter.TrainableLora`,
 and encodes each batch's caption strings through those copies with gradients. The UNet's latents
 stay cached (the VAE stays off the device); the text encoders stay on it for the whole run.
+Gradient checkpointing applies to the UNet only: a CLIP's activations for 77 tokens are small.
 
 The trainer is family-agnostic: the node hands it a :class:`TextEncoders` (the base encoders on
 the training device, the kohya key prefix of each, and the family's encode function, the same
