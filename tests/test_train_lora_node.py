@@ -4,6 +4,7 @@ ss_* metadata published to the models folder's loras/, read by LoraLoaderModelOn
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,18 @@ def test_lora_loader_model_only_finds_it_and_diffusers_loads_it(trained: Any, ti
     images = pipe(prompt="red, box", negative_prompt="", height=64, width=64, num_inference_steps=2,
                   guidance_scale=4.0, generator=torch.Generator("cpu").manual_seed(0), output_type="np").images
     assert np.abs(images - with_lora).max() <= 1e-3  # diffusers applies the kohya file as graphgen does
+
+
+def test_kolors_refuses_text_encoder_lr_in_one_line(tiny_models: Any, tmp_path: Path, capsys: Any) -> None:
+    """ChatGLM3 does not train: the run stops before encoding anything, naming the node, the input and the fix."""
+    from graphgen import cli
+
+    graph = workflow(tiny_models, _dataset(tmp_path / "data"), text_encoder_lr=1e-4)
+    path = tmp_path / "kolors_te.json"
+    path.write_text(json.dumps(graph), encoding="utf-8")
+    code = cli.main(["run", str(path), "--output-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code != 0, err + out
+    lines = [line for line in (out + err).splitlines() if "node 3 (TrainLoRA) failed" in line]
+    assert len(lines) == 1 and "text_encoder_lr" in lines[0] and "Kolors" in lines[0], out + err
+    assert lines[0].rstrip().endswith("set text_encoder_lr to 0") and "Traceback" not in out + err

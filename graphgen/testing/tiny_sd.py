@@ -26,6 +26,7 @@ import torch
 from graphgen_nodes.diffusion.clip_tokenizer import VOCAB_SIZE, clip_tokenizer
 from graphgen_nodes.diffusion.comfy_samplers import SD_SCHEDULER_CONFIG
 from graphgen_nodes.diffusion.ldm_keys import LDM_RESNET_LEAVES, UnetLayout, unet_block_rows
+from graphgen_nodes.lora.formats import kohya_te_name
 
 __all__ = [
     "FAMILIES",
@@ -316,8 +317,7 @@ def kohya_lora_state_dict(tiny: TinySD, rank: int = 4, alpha: float = 2.0, seed:
             continue
         for path, module in encoder.named_modules():
             if isinstance(module, torch.nn.Linear) and "self_attn" in path:
-                full = path if path.startswith("text_model.") else "text_model." + path
-                add(f"{prefix}_{full.replace('.', '_')}", module)
+                add(f"{prefix}_{kohya_te_name(path)}", module)
     return out
 
 

@@ -4,7 +4,9 @@ Text embeddings are cached (the text encoder leaves the device while the UNet tr
 caption cannot be re-shuffled at every step as kohya does when it encodes per step. Instead each
 caption gets ``shuffle_variants`` shuffled versions, fixed per (seed, caption), all encoded once;
 a step picks one at random. Caption dropout replaces a sample's caption by the empty caption
-(its embedding is cached too) with probability ``caption_dropout_rate``.
+(its embedding is cached too) with probability ``caption_dropout_rate``. When the text encoders
+train (``text_encoder_lr > 0``) captions are encoded every step, and each step shuffles afresh
+(:mod:`.train_batches`), as kohya does.
 
 Shuffling follows kohya's ``shuffle_caption``/``keep_tokens``: the caption is split at commas,
 the first ``keep_tokens`` tags stay in place, the rest are shuffled, and the parts are joined

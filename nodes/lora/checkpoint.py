@@ -13,6 +13,10 @@ The final LoRA is built as the canonical ``lora_file.LoraWeights`` and written b
   ``unet.lora_alpha``, ...), so diffusers applies alpha / rank;
 * metadata ``graphgen.*``: base model id, rank, alpha, target modules, steps, fingerprints,
   training parameters (JSON) and the run key that ``find_existing`` compares.
+
+``TrainLoRA`` writes kohya's layout instead (``lora_unet_…`` with ``.alpha`` and ``ss_*``
+metadata), plus kohya's ``lora_te_…`` (SD1.5) or ``lora_te1_…``/``lora_te2_…`` (SDXL) keys when
+the text encoders were trained.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from safetensors import safe_open
 
 from graphgen.files import atomic_write_via_path
 
-from .convert import write_lora
-from .lora_file import LoraModule, LoraWeights
+from .convert import lora_to_state_dict
+from .formats import LAYOUTS, kohya_te_name
+from .lora_file import LoraModule, LoraWeights, save_state_dict
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -102,22 +107,36 @@ def write_lora_file(
     alpha: float,
     metadata: Mapping[str, str],
     layout: str = "diffusers",
+    text_encoders: Mapping[str, Mapping[str, tuple[torch.Tensor, torch.Tensor]]] | None = None,
 ) -> Path:
-    """Writes the final LoRA through ``convert.write_lora`` (atomic).
+    """Writes the final LoRA in ``layout`` (``convert.lora_to_state_dict``; atomic).
 
     Args:
         path: The ``.safetensors`` target (replaced if it exists).
-        lora: ``{module: (A, B)}``.
+        lora: ``{module: (A, B)}`` of the UNet.
         alpha: LoRA alpha (peft scale = alpha / rank).
         metadata: Extra string metadata (the ``graphgen.*`` and ``ss_*`` keys).
         layout: ``"diffusers"`` (what ``load_lora_weights`` reads natively), ``"kohya"`` (LDM
             names with ``.alpha``, as kohya writes SDXL) or ``"kohya_diffusers"`` (as kohya
             writes SD1.5).
+        text_encoders: ``{kohya prefix: {CLIP module path: (A, B)}}`` of trained text encoders,
+            written as kohya writes them (``lora_te1_text_model_encoder_layers_0_self_attn_q_proj``
+            ``.lora_down.weight``/``.lora_up.weight``/``.alpha``); kohya layouts only.
 
     Returns:
         The written path.
     """
-    return write_lora(lora_weights(lora, alpha), path, to=layout, overwrite=True, metadata=dict(metadata))
+    state, meta = lora_to_state_dict(lora_weights(lora, alpha), layout, metadata=dict(metadata))
+    if text_encoders:
+        if not layout.startswith("kohya"):
+            raise ValueError(f"text-encoder LoRA is written in kohya's layout only, not {layout!r}")
+        for prefix, modules in sorted(text_encoders.items()):
+            for module, (a, b) in sorted(modules.items()):
+                name = prefix + kohya_te_name(module)
+                state[f"{name}.lora_down.weight"] = a.detach().float().cpu().contiguous()
+                state[f"{name}.lora_up.weight"] = b.detach().float().cpu().contiguous()
+                state[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float32)
+    return save_state_dict(state, path, meta, container=LAYOUTS[layout].container, overwrite=True)
 
 
 def kohya_metadata(config: Any, data: Any, family: Any, steps: int) -> dict[str, str]:
@@ -149,8 +168,8 @@ def kohya_metadata(config: Any, data: Any, family: Any, steps: int) -> dict[str,
         "ss_output_name": config.output_name,
         "ss_learning_rate": f"{config.learning_rate:g}",
         "ss_unet_lr": f"{config.learning_rate:g}",
-        "ss_text_encoder_lr": "0",
-        "ss_network_train_unet_only": "True",
+        "ss_text_encoder_lr": f"{config.text_encoder_lr:g}",
+        "ss_network_train_unet_only": str(not config.text_encoder_lr),
         "ss_lr_scheduler": config.lr_scheduler,
         "ss_lr_warmup_steps": str(config.lr_warmup_steps),
         "ss_optimizer": "torch.optim.AdamW" if config.optimizer == "AdamW" else "bitsandbytes.optim.AdamW8bit",

@@ -382,6 +382,28 @@ def unflatten(name: str) -> str:
     return ".".join(words)
 
 
+#: kohya's text-encoder key prefix of each CLIP encoder, per model family (sd-scripts' naming:
+#: ``lora_te_`` for SD1.5's ViT-L, ``lora_te1_``/``lora_te2_`` for SDXL's ViT-L/bigG).
+KOHYA_TE_PREFIXES: dict[str, dict[str, str]] = {
+    "sd15": {"clip_l": "lora_te_"},
+    "sdxl": {"clip_l": "lora_te1_", "clip_g": "lora_te2_"},
+}
+
+
+def kohya_te_name(path: str) -> str:
+    """kohya's flattened name of a CLIP text-encoder module (without the ``lora_te*_`` prefix).
+
+    Args:
+        path: the module path in ``CLIPTextModel``/``CLIPTextModelWithProjection``, with or
+            without the leading ``text_model.``, e.g. ``encoder.layers.0.self_attn.q_proj``.
+
+    Returns:
+        e.g. ``text_model_encoder_layers_0_self_attn_q_proj``.
+    """
+    full = path if path.startswith("text_model.") else "text_model." + path
+    return full.replace(".", "_")
+
+
 def parse_key(key: str, layout: KeyLayout) -> tuple[str, Part] | None:
     """Reads one state-dict key under one layout.
 

@@ -152,6 +152,7 @@ class CachedItem:
         crops: Per variant, the crop ``(top, left)`` in resized pixels.
         repeats: Sampling weight (kohya repeats).
         text_variants: Extra ``(prompt_embeds, pooled)`` of shuffled captions (may be empty).
+        variant_captions: The shuffled captions of ``text_variants``, in the same order.
     """
 
     latents: torch.Tensor
@@ -163,6 +164,7 @@ class CachedItem:
     crops: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     repeats: int = 1
     text_variants: list[tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=list)
+    variant_captions: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def target_size(self) -> tuple[int, int]:
@@ -356,6 +358,7 @@ def build_cache(
             crops=[(v.top, v.left) for v in variants],
             repeats=item.repeats,
             text_variants=[(text[c]["prompt_embeds"], text[c]["pooled"]) for c in per_item[item.caption][1:]],
+            variant_captions=per_item[item.caption][1:],
         )
         for item, lat, variants in zip(dataset.items, latents, all_variants, strict=True)
     ]

@@ -49,9 +49,13 @@ def check_optimizer(name: str, device: torch.device | None) -> str | None:
 
 
 def make_optimizer(
-    name: str, params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+    name: str, params: list[torch.nn.Parameter] | list[dict[str, Any]], lr: float, weight_decay: float,
+    device: torch.device,
 ) -> torch.optim.Optimizer:
     """The optimiser (betas 0.9/0.999, eps 1e-8, as kohya and the tutorial).
+
+    ``params`` is a list of tensors, or of torch parameter groups (``{"params": [...], "lr": x}``;
+    the trainer's UNet and text-encoder groups), each at its own learning rate; ``lr`` is the default.
 
     Raises:
         ValueError: When :func:`check_optimizer` refuses it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -17,8 +18,10 @@ from graphgen.files import atomic_write_via_path
 
 __all__ = ["SampleFn", "grid_path", "write_grid"]
 
-#: ``(model with the LoRA) -> one image per sample prompt``.
-SampleFn = Callable[[object], list[Image.Image]]
+#: ``(UNet with the LoRA, text encode or None) -> one image per sample prompt``. The encode function
+#: (``prompts -> (prompt_embeds, pooled)`` through the text encoders being trained) is given when the
+#: text encoders train, so the prompts are encoded with their current LoRA; ``None`` otherwise.
+SampleFn = Callable[[object, Callable[[list[str]], tuple[Any, Any]] | None], list[Image.Image]]
 
 
 def grid_path(folder: Path, step: int) -> Path:

@@ -9,15 +9,20 @@ of the first trainer (``randint`` over the items), so its runs keep their weight
   first sample is drawn over all items (weighted by repeats), the rest from its bucket.
 * Repeats: kohya's ``<repeats>_<name>`` folders weight items' sampling probability.
 * Captions: a sample uses one of its item's cached caption variants (shuffled tags), or the empty
-  caption with probability ``caption_dropout_rate``.
+  caption with probability ``caption_dropout_rate``. When the text encoders train
+  (``live_captions``), captions are encoded every step, so a shuffled caption is shuffled afresh
+  (kohya's behaviour) from the same draw that picks a cached variant otherwise: both modes draw
+  the same numbers, so their batches, timesteps and noise are the same.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
 
+from .captions import shuffle_tags
 from .families import TrainFamily
 from .latent_cache import CachedData
 from .train_config import TrainError
@@ -31,12 +36,14 @@ class Batch:
 
     Attributes:
         latents: ``[B, 4, h, w]`` clean latents (fp32).
-        embeds: ``[B, L, D]`` text hidden states.
-        pooled: ``[B, P]`` pooled text embeddings.
+        embeds: ``[B, L, D]`` cached text hidden states (of the cached caption variants).
+        pooled: ``[B, P]`` cached pooled text embeddings.
         time_ids: ``[B, 6]`` size/crop ids.
         timestep: ``[1]`` the batch's timestep.
         noise: ``[B, 4, h, w]`` standard normal noise.
         items: The items' indices.
+        captions: The caption each sample trains with (what ``embeds`` encode without
+            ``live_captions``; a fresh shuffle with them; ``""`` where dropped).
     """
 
     latents: torch.Tensor
@@ -46,13 +53,14 @@ class Batch:
     timestep: torch.Tensor
     noise: torch.Tensor
     items: torch.Tensor
+    captions: list[str]
 
 
 class BatchSource:
     """Draws batches from :class:`CachedData` for a family and batch size."""
 
     def __init__(self, data: CachedData, family: TrainFamily, batch_size: int, timesteps: int,
-                 caption_dropout_rate: float = 0.0) -> None:
+                 caption_dropout_rate: float = 0.0, live_captions: bool = False) -> None:
         """Groups the items by latent shape.
 
         Args:
@@ -61,6 +69,7 @@ class BatchSource:
             batch_size: Samples per batch.
             timesteps: Number of training timesteps (``t`` is uniform in ``[0, timesteps)``).
             caption_dropout_rate: Probability of the empty caption (needs ``data.empty_text``).
+            live_captions: Captions are encoded every step (text-encoder training): shuffle afresh.
 
         Raises:
             TrainError: Empty data, items with different numbers of variants, or dropout without
@@ -69,7 +78,8 @@ class BatchSource:
         if not data.items:
             raise TrainError("the training data is empty")
         self.data, self.family, self.batch, self.timesteps = data, family, batch_size, timesteps
-        self.dropout = caption_dropout_rate
+        self.dropout, self.live = caption_dropout_rate, live_captions
+        self.keep_tokens = data.spec.captions.keep_tokens
         if self.dropout > 0 and data.empty_text is None:
             raise TrainError("caption dropout needs the empty caption in the cache: rebuild it with the config")
         variants = {int(it.latents.shape[0]) for it in data.items}
@@ -99,17 +109,23 @@ class BatchSource:
         latents = torch.stack([self.latents[int(i)][int(v)] for i, v in zip(idx, var, strict=True)])
         noise = torch.randn(latents.shape, generator=gen)
         texts = [(self.data.items[int(i)].prompt_embeds, self.data.items[int(i)].pooled) for i in idx]
+        captions = [self.data.items[int(i)].caption for i in idx]
         if self.shuffled:
             picks = torch.randint(0, 2**31 - 1, (b,), generator=gen)
             for row, i in enumerate(idx.tolist()):
                 item = self.data.items[i]
+                if self.live:
+                    captions[row] = shuffle_tags(item.caption, self.keep_tokens, random.Random(int(picks[row])))
+                    continue
                 choice = int(picks[row]) % (1 + len(item.text_variants))
                 if choice:
                     texts[row] = item.text_variants[choice - 1]
+                    captions[row] = item.variant_captions[choice - 1]
         if self.dropout > 0:
             drop = torch.rand((b,), generator=gen) < self.dropout
             for row in torch.nonzero(drop).flatten().tolist():
                 texts[row] = self.data.empty_text  # type: ignore[assignment]
+                captions[row] = ""
         ids = []
         for i, v in zip(idx.tolist(), var.tolist(), strict=True):
             item = self.data.items[i]
@@ -123,4 +139,5 @@ class BatchSource:
             timestep=t,
             noise=noise,
             items=idx,
+            captions=captions,
         )

@@ -41,6 +41,11 @@ PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 TARGET_MODULES = ATTENTION_MODULES
 
 
+#: Why Kolors refuses ``text_encoder_lr > 0`` (one line with the fix).
+KOLORS_TEXT_ENCODER_REFUSAL = ("text_encoder_lr > 0 trains the CLIP text encoders of SD1.5/SDXL, but Kolors' "
+                               "ChatGLM3 text encoder does not train: set text_encoder_lr to 0")
+
+
 class TrainError(RuntimeError):
     """Training cannot start or go on (bad config, mismatched data, diverged loss)."""
 
@@ -114,6 +119,11 @@ class TrainConfig:
             ``"transformer"`` (kohya's default: also the feed-forward and proj_in/proj_out Linears).
         save_format: ``"diffusers"`` (``load_lora_weights``' own layout) or ``"kohya"`` (the
             family's kohya naming with ``.alpha`` and ``ss_*`` metadata, for kohya-aware tools).
+        text_encoder_lr: kohya's ``--text_encoder_lr``. 0 (default) trains the UNet only on the
+            cached text embeddings (``--network_train_unet_only``); > 0 also trains LoRA on the CLIP
+            text encoder(s) (SD1.5, SDXL; not Kolors' ChatGLM3) at this learning rate: captions are
+            then encoded every step, so the text encoders stay on the device (:mod:`.train_text`),
+            and the file gets kohya's ``lora_te_``/``lora_te1_``/``lora_te2_`` keys.
     """
 
     lora_rank: int = 16
@@ -160,6 +170,7 @@ class TrainConfig:
     sample_seed: int = 0
     save_format: str = "diffusers"
     network_modules: str = "attention"
+    text_encoder_lr: float = 0.0
 
     @property
     def total_steps(self) -> int:
@@ -228,6 +239,8 @@ class TrainConfig:
             (self.sample_steps >= 1, "sample_steps must be >= 1"),
             (self.save_format in ("diffusers", "kohya"), 'save_format must be "diffusers" or "kohya"'),
             (self.network_modules in NETWORK_MODULES, 'network_modules must be "attention" or "transformer"'),
+            (self.text_encoder_lr >= 0, "text_encoder_lr must be >= 0 (0: train the UNet only)"),
+            (self.text_encoder_lr == 0 or self.family != "kolors", KOLORS_TEXT_ENCODER_REFUSAL),
             (not self.sample_every_n_steps or bool(self.prompts()),
              "sample_every_n_steps needs sample_prompts (one prompt per line)"),
         ]
@@ -297,7 +310,7 @@ _LATER = {f.name: f.default for f in dataclasses.fields(TrainConfig)
           if f.name in {"family", "shuffle_caption", "keep_tokens", "caption_dropout_rate", "enable_bucket",
                         "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "lr_scheduler",
                         "lr_warmup_steps", "noise_offset", "min_snr_gamma", "gradient_accumulation_steps",
-                        "network_dropout", "optimizer", "save_format", "network_modules"}}
+                        "network_dropout", "optimizer", "save_format", "network_modules", "text_encoder_lr"}}
 
 
 def _result_params(config: TrainConfig, with_length: bool) -> dict[str, Any]:

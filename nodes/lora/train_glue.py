@@ -2,9 +2,9 @@
 
 The trainer (:mod:`.trainer`) sees only tensors and a :class:`~.families.TrainFamily`. This
 module turns what the ordinary loader nodes produce (a MODEL, a CLIP or ChatGLM text encoder, a
-VAE) into: the family, the UNet to train, a text encoder function for the latent cache, an image
-encoder function, and an image decoder for sample images. A family added later registers a
-:class:`Glue` in :data:`GLUES`.
+VAE) into: the family, the UNet to train, a text encoder function for the latent cache, the text
+encoders to train with ``text_encoder_lr > 0`` (CLIP families), an image encoder function, and an
+image decoder for sample images. A family added later registers a :class:`Glue` in :data:`GLUES`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import torch
 from PIL import Image
 
 from .families import KOLORS, SD15, SDXL, TrainFamily
+from .formats import KOHYA_TE_PREFIXES
 from .latent_cache import ImageEncoder, TextEncoder, chatglm_encoder, vae_encoder
+from .train_text import TextEncoders
 
 __all__ = ["GLUES", "Glue", "Opener", "glue_for"]
 
@@ -38,6 +40,9 @@ class Glue:
         text_encoder: ``(text object, open) -> TextEncoder``; ``open(name, handle)`` gives the
             handle's model on its device, kept there until the cache is built.
         decode: ``(opened vae, scaled latents) -> images``.
+        text_modules: ``(text object, open) -> TextEncoders`` for text-encoder training (the
+            encoders opened on their device for the run); ``None``: the family's text encoder
+            does not train (Kolors' ChatGLM3).
     """
 
     family: TrainFamily
@@ -46,6 +51,7 @@ class Glue:
     text_id: Callable[[Any], str]
     text_encoder: Callable[[Any, Opener], TextEncoder]
     decode: Callable[[Any, torch.Tensor], list[Image.Image]] = lambda vae, latents: _decode(vae, latents)
+    text_modules: Callable[[Any, Opener], TextEncoders] | None = None
 
     def image_encoder(self, vae: Any, open_: Opener) -> ImageEncoder:
         """The VAE (a shared handle, the same type for every family) as the cache's image encoder."""
@@ -86,27 +92,35 @@ def _clip_id(clip: Any) -> str:
     return repr((clip.family, keys, clip.last_layer))
 
 
-#: Tokens per caption in training: one CLIP chunk (start, 75 tokens, end), as kohya's default
-#: ``max_token_length`` (longer captions are cut, with the rest of the chunk dropped).
-CLIP_TOKENS = 77
-
-
 def _sd_text_encoder(clip: Any, open_: Opener) -> TextEncoder:
-    from ..sd.encode import encode_text
+    """CLIPTextEncode's conditioning of each caption's first chunk, for the cache (no gradients)."""
+    from ..sd.encode import encode_first_chunks
 
     def encode(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [encode_text(clip, p)[0] for p in prompts]
-        embeds = torch.cat([r[0][:, :CLIP_TOKENS] for r in rows])
-        pooled = torch.cat([r[1]["pooled_output"] for r in rows])
-        return embeds.cpu(), pooled.cpu()
+        modules = {name: open_(name, getattr(clip, name)) for name in KOHYA_TE_PREFIXES[clip.family]}
+        with torch.no_grad():  # one caption at a time: cached values do not depend on the batch
+            rows = [encode_first_chunks(clip.family, clip.last_layer, modules, [p]) for p in prompts]
+        return torch.cat([e for e, _ in rows]).cpu(), torch.cat([p for _, p in rows]).cpu()
 
     return encode
 
 
+def _sd_text_modules(clip: Any, open_: Opener) -> TextEncoders:
+    """The CLIP encoders of an ``SDClip``, opened, with kohya's key prefixes and ``encode_text``'s rules."""
+    from ..sd.encode import encode_first_chunks
+
+    prefixes = KOHYA_TE_PREFIXES[clip.family]
+    modules = {name: open_(name, getattr(clip, name)) for name in prefixes}
+    return TextEncoders(
+        modules=modules, prefixes=prefixes,
+        encode=lambda encoders, texts: encode_first_chunks(clip.family, clip.last_layer, encoders, texts),
+    )
+
+
 SD15_GLUE = Glue(family=SD15, accepts=_is_sd("sd15"), unet_handle=lambda m: (m.handle, tuple(m.loras)),
-                 text_id=_clip_id, text_encoder=_sd_text_encoder)
+                 text_id=_clip_id, text_encoder=_sd_text_encoder, text_modules=_sd_text_modules)
 SDXL_GLUE = Glue(family=SDXL, accepts=_is_sd("sdxl"), unet_handle=lambda m: (m.handle, tuple(m.loras)),
-                 text_id=_clip_id, text_encoder=_sd_text_encoder)
+                 text_id=_clip_id, text_encoder=_sd_text_encoder, text_modules=_sd_text_modules)
 
 #: Registered families, tried in order.
 GLUES: list[Glue] = [KOLORS_GLUE, SD15_GLUE, SDXL_GLUE]

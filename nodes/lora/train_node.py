@@ -8,7 +8,9 @@ also published to its `loras/` (where `LoraLoader`/`LoraLoaderModelOnly` look). 
 any moment resumes from its last checkpoint; re-running with the same data and parameters reuses
 the existing LoRA, also from a new process. `TrainLoRA` adds kohya's options (folders with repeats,
 caption shuffling/dropout, aspect-ratio buckets, LR schedules, noise offset, min-SNR-γ, gradient
-accumulation, network dropout, 8-bit AdamW) and sample images while training.
+accumulation, network dropout, 8-bit AdamW, text-encoder LoRA at `text_encoder_lr`) and sample
+images while training. With `text_encoder_lr > 0` the CLIP encoders stay on the device and encode
+the captions every step (the VAE still leaves it).
 """
 
 from __future__ import annotations
@@ -185,14 +187,23 @@ class TrainLoRA(_TrainingNode):
         Float("sample_cfg", default=5.0, min=1.0, max=30.0, step=0.5),
         Int("sample_seed", default=0, min=0, max=2**63 - 1),
         *_LAST_INPUTS,
+        # after the shared last inputs: saved workflows list widget values by position
+        Float("text_encoder_lr", default=0.0, min=0.0, max=1.0, step=1e-5,
+              description="0: train the UNet only (cached text embeddings); > 0: also LoRA on the CLIP "
+                          "text encoder(s) at this learning rate (SD1.5/SDXL), encoding captions every step"),
     ]
     outputs = [Output("LORA", "lora"), Output("STRING", "lora_path")]
 
     def run(self, model: Any, clip: Any, vae: Any, dataset_path: str, output_path: str,
             output_name: str, on_bad_item: str, **params: Any) -> Result:
+        from .train_config import KOLORS_TEXT_ENCODER_REFUSAL
         from .train_glue import glue_for
 
         glue = glue_for(model)
+        if params.get("text_encoder_lr", 0.0) > 0 and glue.text_modules is None:
+            raise ValueError(KOLORS_TEXT_ENCODER_REFUSAL if glue.family.name == "kolors" else
+                             f"text_encoder_lr > 0: {glue.family.name}'s text encoder does not train: "
+                             "set text_encoder_lr to 0")
         return _train(self, glue, model, clip, vae, dataset_path=dataset_path, output_path=output_path,
                       output_name=output_name, on_bad_item=on_bad_item,
                       params={**params, "family": glue.family.name, "save_format": "kohya"})
@@ -235,11 +246,17 @@ def _train(node: Node, glue: Any, model: Any, text: Any, vae: Any, *, dataset_pa
         ctx.preview(path, f"samples at step {step}")
 
     sampler = _sampler(glue, config, vae, prompts) if prompts is not None else None
-    with handle.use() as unet:
+    with contextlib.ExitStack() as stack:
+        unet = stack.enter_context(handle.use())
+        text_encoders = None
+        if config.text_encoder_lr > 0 and glue.text_modules is not None:
+            ctx.warn("text_encoder_lr > 0: the text encoder(s) stay on the device while training "
+                     "(captions are encoded every step, with their LoRA)")
+            text_encoders = glue.text_modules(text, lambda _key, h: stack.enter_context(h.use()))
         try:
             result = train_lora(config, unet, data=data, base_model_id=repr(handle.key), family=glue.family,
                                 progress=progress, check_cancelled=lambda: ctx.cancelled,
-                                sampler=sampler, on_sample=on_sample)
+                                sampler=sampler, on_sample=on_sample, text_encoders=text_encoders)
         except TrainingCancelled:
             raise Cancelled() from None
     for warning in result.warnings:
@@ -312,13 +329,16 @@ def _prepare(node: Node, glue: Any, config: Any, text: Any, vae: Any, on_bad_ite
 
 
 def _sampler(glue: Any, config: Any, vae: Any, prompts: Any) -> Any:
-    """The trainer's sample function: render the encoded prompts with the training copy, decode."""
+    """The trainer's sample function: render the prompts with the training copy, decode.
+
+    The prompts encoded before training are used, or, when the text encoders train, the prompts
+    encoded now through them (``encode``), so the grid shows the text-encoder LoRA too.
+    """
     import torch
 
-    positive, negative = prompts
-
-    def sample(unet: Any) -> list[Any]:
+    def sample(unet: Any, encode: Any = None) -> list[Any]:
         device = next(unet.parameters()).device
+        positive, negative = prompts if encode is None else (encode(config.prompts()), encode([""]))
         pos = tuple(t.to(device) for t in positive)
         neg = tuple(t.to(device) for t in negative)
         latents = glue.family.render(unet, pos, neg, width=config.width, height=config.height,

@@ -6,6 +6,9 @@ with diffusers' learning-rate schedules, one uniform integer timestep per batch,
 ``noisy = sqrt(ab)·x0 + sqrt(1-ab)·eps`` from the family's ``alphas_cumprod``, loss
 ``MSE(unet(noisy, t, **family.unet_kwargs(...)), eps)`` (optionally min-SNR-γ weighted, with
 kohya's noise offset), gradients accumulated over ``gradient_accumulation_steps`` micro-batches.
+With ``text_encoder_lr > 0`` the CLIP text encoders get LoRA too (:mod:`.train_text`): captions
+are encoded every step through them, in a second optimiser parameter group at that learning rate
+(the LR schedule scales both groups); otherwise the cached embeddings condition the UNet.
 An epoch is ``steps_per_epoch`` random samples. What differs between families (conditioning,
 schedule, file naming, sample rendering) is in :mod:`.families`; how batches are drawn (buckets,
 repeats, caption variants) in :mod:`.train_batches`.
@@ -15,7 +18,7 @@ noise, caption choices; micro-batch ``m > 0`` uses ``(s, m)``) comes from a CPU 
 with ``sha256(seed, s)``, and the LoRA init from one seeded with ``sha256(seed, "init")``; network
 dropout runs under a forked global RNG seeded from that generator, so nothing depends on the
 global RNG state. A checkpoint therefore needs
-only the step, the LoRA weights, the optimiser, LR-schedule (and loss-scaler) state and the loss-log state,
+only the step, the LoRA weights (the text encoders' too), the optimiser, LR-schedule (and loss-scaler) state and the loss-log state,
 and a resumed run gives the same weights as an uninterrupted one (bit for bit on CPU fp32).
 
 The base UNet is never modified: training runs on a structural copy of it that shares its
@@ -57,7 +60,7 @@ from .loss_log import LossLog, draw_loss_png
 from .optim import check_optimizer, make_lr_scheduler, make_optimizer, min_snr_weight, offset_noise
 from .samples import SampleFn, grid_path, write_grid
 from .train_adapter import TrainableLora
-from .train_batches import BatchSource
+from .train_batches import Batch, BatchSource
 from .train_config import (
     Fingerprints,
     TrainConfig,
@@ -67,6 +70,7 @@ from .train_config import (
     find_existing,
     run_key,
 )
+from .train_text import TextEncoders, TrainableText
 
 __all__ = [
     "Fingerprints",
@@ -264,8 +268,9 @@ def train_lora(
     family: TrainFamily | None = None,
     sampler: SampleFn | None = None,
     on_sample: Callable[[int, Path], None] | None = None,
+    text_encoders: TextEncoders | None = None,
 ) -> TrainResult:
-    """Trains a LoRA for a UNet of ``family`` on cached latents and embeddings.
+    """Trains a LoRA for a UNet of ``family`` on cached latents and embeddings (and the text encoders').
 
     Args:
         config: Training settings.
@@ -281,6 +286,8 @@ def train_lora(
         sampler: Renders the sample prompts with the model being trained (see :mod:`.samples`);
             called every ``config.sample_every_n_steps`` steps and at the end.
         on_sample: Called with ``(step, grid path)`` after each sample grid is written.
+        text_encoders: The family's text encoders on the training device; needed (and trained,
+            see :mod:`.train_text`) when ``config.text_encoder_lr > 0``, ignored otherwise.
 
     Returns:
         The result; the LoRA, loss CSV and loss PNG are in ``config.output_path``.
@@ -311,23 +318,38 @@ def train_lora(
             f"precision 32 with a {str(first.dtype).replace('torch.', '')} base UNet runs the base in that "
             "dtype without loss scaling: use 16-mixed/bf16-mixed, or pass an fp32 UNet"
         )
+    train_text = config.text_encoder_lr > 0
+    if train_text and text_encoders is None:
+        raise TrainError("text_encoder_lr > 0 needs the text encoders (connect the checkpoint's CLIP), "
+                         "or set text_encoder_lr to 0")
     alphas = family.alphas_cumprod(scheduler)
-    batches = BatchSource(data, family, config.batch_size, len(alphas), config.caption_dropout_rate)
+    batches = BatchSource(data, family, config.batch_size, len(alphas), config.caption_dropout_rate,
+                          live_captions=train_text)
     total = config.total_steps
-    flags = [p.requires_grad for p in unet.parameters()]
+    bases = [unet, *(text_encoders.modules.values() if train_text and text_encoders else ())]
+    flags = [(p, p.requires_grad) for base in bases for p in base.parameters()]
     log = LossLog(paths["csv"])
     try:
         lora = TrainableLora(
             unet, config.lora_rank, config.lora_alpha, config.target_modules(),
             _derived_generator(config.seed, "init"), dropout=config.network_dropout,
         )
-        for p in unet.parameters():
+        text = TrainableText(
+            text_encoders, config.lora_rank, config.lora_alpha,
+            lambda name: _derived_generator(config.seed, f"init-{name}"), dropout=config.network_dropout,
+        ) if train_text and text_encoders else None
+        for p, _ in flags:
             p.requires_grad_(False)
         work, params = lora.model, lora.parameters()
         if config.use_gradient_checkpointing:
             work.enable_gradient_checkpointing()
         work.train()
-        opt = make_optimizer(config.optimizer, params, config.learning_rate, config.weight_decay, device)
+        groups: list[Any] = params
+        if text is not None:
+            text.train()
+            groups = [{"params": params, "lr": config.learning_rate},
+                      {"params": text.parameters(), "lr": config.text_encoder_lr}]
+        opt = make_optimizer(config.optimizer, groups, config.learning_rate, config.weight_decay, device)
         lr_sched = make_lr_scheduler(config.lr_scheduler, opt, config.lr_warmup_steps, total)
         scaler = _make_scaler(device, warnings) if use_scaler else None
         start, elapsed = 0, 0.0
@@ -338,6 +360,8 @@ def train_lora(
             ckpt = None
         if ckpt is not None:
             lora.load_state(ckpt["lora"])
+            if text is not None:
+                text.load_state(ckpt.get("text_lora") or {})
             opt.load_state_dict(ckpt["optimizer"])
             if ckpt.get("lr_scheduler"):
                 lr_sched.load_state_dict(ckpt["lr_scheduler"])
@@ -354,6 +378,7 @@ def train_lora(
                     "step": step,
                     "elapsed": elapsed,
                     "lora": lora.state(),
+                    **({"text_lora": text.state()} if text is not None else {}),
                     "optimizer": opt.state_dict(),
                     "lr_scheduler": lr_sched.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
@@ -371,12 +396,20 @@ def train_lora(
             if sampler is None:
                 return
             work.eval()
+            if text is not None:
+                text.train(False)
             with torch.no_grad():
-                images = sampler(work)
+                images = sampler(work, text.encode if text is not None else None)
             work.train()
+            if text is not None:
+                text.train()
             path = write_grid(images, grid_path(paths["samples"], step), f"{config.output_name} step {step}/{total}")
             if on_sample is not None:
                 on_sample(step, path)
+
+        def conditioning(b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+            """The batch's text conditioning: cached, or encoded now through the training text encoders."""
+            return (b.embeds, b.pooled) if text is None else text.encode(b.captions)
 
         sample_at = _sample_steps(config) if sampler is not None else set()
         accum = config.gradient_accumulation_steps
@@ -404,12 +437,13 @@ def train_lora(
                     with torch.autocast(
                         device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
                     ):
+                        embeds, pooled = conditioning(b)
                         pred = work(
                             noisy.to(device, input_dtype),
                             b.timestep.expand(len(b.items)).to(device),
                             **family.unet_kwargs(
-                                b.embeds.to(device, input_dtype),
-                                b.pooled.to(device, input_dtype),
+                                embeds.to(device, input_dtype),
+                                pooled.to(device, input_dtype),
                                 b.time_ids.to(device, input_dtype),
                             ),
                         ).sample
@@ -451,7 +485,8 @@ def train_lora(
         }
         meta = _metadata(config, fps, data, total, info, family)
         write_lora_file(paths["lora"], lora.state(), alpha=config.lora_alpha, metadata=meta,
-                        layout=config.save_format if config.save_format != "kohya" else family.kohya_layout)
+                        layout=config.save_format if config.save_format != "kohya" else family.kohya_layout,
+                        text_encoders=text.file_state() if text is not None else None)
         draw_loss_png(log.rows, paths["png"], title=f"{config.output_name}: loss, {total} steps")
         if config.keep_checkpoint:
             save_checkpoint(total)
@@ -462,5 +497,5 @@ def train_lora(
         )
     finally:
         log.close()
-        for p, flag in zip(unet.parameters(), flags, strict=True):
+        for p, flag in flags:
             p.requires_grad_(flag)

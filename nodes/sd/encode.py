@@ -17,12 +17,13 @@ one 77-token chunk, padded as each tokenizer pads (ViT-L with the end token, big
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
 
 import torch
 
-__all__ = ["encode_text"]
+__all__ = ["encode_first_chunks", "encode_text"]
 
 _CHUNK = 75
 
@@ -54,6 +55,24 @@ def _run(encoder: Any, ids: torch.Tensor, layer: int, final_norm: bool) -> tuple
     return hidden.to(torch.float32), pooled.to(torch.float32)
 
 
+def _rules(family: str, last_layer: int | None) -> list[tuple[str, str | None, int, bool]]:
+    """The encoders of a family in concatenation order: ``(name, pad token, layer, final norm)``.
+
+    The last one gives the pooled output (SD1.5: ViT-L's; SDXL and the refiner: bigG's).
+    """
+    if family == "sd15":
+        return [("clip_l", None, -1 if last_layer is None else last_layer, True)]
+    layer = -2 if last_layer is None else last_layer - 1
+    big_g = ("clip_g", "!", layer, False)
+    return [big_g] if family == "sdxl_refiner" else [("clip_l", None, layer, False), big_g]
+
+
+def _tokenizer(pad: str | None) -> Any:
+    from graphgen_nodes.diffusion.clip_tokenizer import clip_tokenizer
+
+    return clip_tokenizer() if pad is None else clip_tokenizer(pad_token=pad)
+
+
 def _encode_one(handle: Any, tokenizer: Any, text: str, layer: int, final_norm: bool,
                 loras: list[tuple[Any, float]]) -> tuple[torch.Tensor, torch.Tensor]:
     from graphgen_nodes.lora.apply import applied_loras
@@ -69,19 +88,33 @@ def _encode_one(handle: Any, tokenizer: Any, text: str, layer: int, final_norm: 
 @torch.no_grad()
 def encode_text(clip: Any, text: str) -> list[list[Any]]:
     """Encodes one prompt with an ``SDClip``; returns a one-entry CONDITIONING."""
-    from graphgen_nodes.diffusion.clip_tokenizer import clip_tokenizer
+    hidden, pooled = [], None
+    for name, pad, layer, final_norm in _rules(clip.family, clip.last_layer):
+        loras = [(lora, strength) for encoder, lora, strength in clip.loras if encoder == name]
+        embeds, pooled = _encode_one(getattr(clip, name), _tokenizer(pad), text, layer, final_norm, loras)
+        hidden.append(embeds)
+    return [[torch.cat(hidden, dim=-1), {"pooled_output": pooled}]]
 
-    def loras_for(name: str) -> list[tuple[Any, float]]:
-        return [(lora, strength) for encoder, lora, strength in clip.loras if encoder == name]
 
-    if clip.family == "sd15":
-        layer = -1 if clip.last_layer is None else clip.last_layer
-        embeds, pooled = _encode_one(clip.clip_l, clip_tokenizer(), text, layer, True, loras_for("clip_l"))
-        return [[embeds, {"pooled_output": pooled}]]
-    layer = -2 if clip.last_layer is None else clip.last_layer - 1
-    g_embeds, pooled = _encode_one(clip.clip_g, clip_tokenizer(pad_token="!"), text, layer, False,
-                                   loras_for("clip_g"))
-    if clip.family == "sdxl_refiner":
-        return [[g_embeds, {"pooled_output": pooled}]]
-    l_embeds, _ = _encode_one(clip.clip_l, clip_tokenizer(), text, layer, False, loras_for("clip_l"))
-    return [[torch.cat([l_embeds, g_embeds], dim=-1), {"pooled_output": pooled}]]
+def encode_first_chunks(family: str, last_layer: int | None, encoders: Mapping[str, torch.nn.Module],
+                        texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`encode_text` gives for each text's first 77-token chunk, batched, with gradients.
+
+    Training encodes one chunk per caption (start, 75 tokens, end), as kohya's default
+    ``max_token_length``: longer captions are cut.
+
+    For training the text encoders: ``encoders`` are modules already on their device (e.g. the
+    LoRA-carrying training copies), keyed ``clip_l``/``clip_g`` as in an ``SDClip``; the same
+    layers, final-norm rule and pooled output as :func:`encode_text`.
+
+    Returns:
+        ``(embeds [N, 77, C], pooled [N, P])`` in fp32.
+    """
+    hidden, pooled = [], None
+    for name, pad, layer, final_norm in _rules(family, last_layer):
+        tokenizer = _tokenizer(pad)
+        ids = torch.cat([_chunks(tokenizer, text)[0] for text in texts])
+        embeds, pooled = _run(encoders[name], ids, layer, final_norm)
+        hidden.append(embeds)
+    assert pooled is not None
+    return torch.cat(hidden, dim=-1), pooled

@@ -15,22 +15,21 @@ from typing import Any
 
 import torch
 
+from graphgen_nodes.lora.formats import KOHYA_TE_PREFIXES, kohya_te_name
+
 __all__ = ["read_sd_lora"]
 
-#: kohya text-encoder prefix → which encoder of an ``SDClip`` it patches, per family.
-_TE_PREFIXES = {"sd15": {"lora_te_": "clip_l"},
-                "sdxl": {"lora_te1_": "clip_l", "lora_te2_": "clip_g"},
+#: kohya text-encoder prefix → which encoder of an ``SDClip`` it patches, per family (the names
+#: the trainer writes; the refiner's bigG takes an SDXL file's ``lora_te2_`` keys, or ``lora_te1_``).
+_TE_PREFIXES = {**{family: {prefix: name for name, prefix in names.items()}
+                   for family, names in KOHYA_TE_PREFIXES.items()},
                 "sdxl_refiner": {"lora_te2_": "clip_g", "lora_te1_": "clip_g"}}
 
 
 def _flat_names(encoder: torch.nn.Module) -> dict[str, str]:
     """kohya's flattened name (``text_model_encoder_layers_0_self_attn_q_proj``) → module path."""
-    out = {}
-    for path, module in encoder.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            full = path if path.startswith("text_model.") else "text_model." + path
-            out[full.replace(".", "_")] = path
-    return out
+    return {kohya_te_name(path): path for path, module in encoder.named_modules()
+            if isinstance(module, torch.nn.Linear)}
 
 
 def read_sd_lora(path: Path, clip: Any | None) -> tuple[Any | None, list[tuple[str, Any]], list[str]]:
