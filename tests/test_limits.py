@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from graphgen import Engine, WorkflowBuilder
+from graphgen.errors import WorkflowError
 from graphgen.limits import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ENV_MAX_IMAGE_PIXELS,
@@ -69,10 +70,12 @@ def test_load_image_names_the_size_and_the_limit(tmp_path):
     (engine.settings.input_dir / "huge.png").write_bytes(declared_png(12000, 12000))
     b = WorkflowBuilder()
     b.add("PreviewImage", images=b.add("LoadImage", id="load", image="huge.png")["image"])
-    result = engine.run(b.build())
-    message = result.failed["load"]
-    assert "12000x12000 (144.0 megapixels), over the limit of 67.1 megapixels" in str(message)
-    assert "Traceback" not in str(message)
+    with pytest.raises(WorkflowError) as refused:  # known from the header: refused at validation
+        engine.run(b.build())
+    message = str(refused.value)
+    assert "node load (LoadImage), input 'image'" in message
+    assert "12000x12000 (144.0 megapixels), over the limit of 67.1 megapixels" in message
+    assert "Traceback" not in message
 
 
 def test_dataset_images_over_the_limit_are_bad_items(tmp_path, monkeypatch):

@@ -38,7 +38,9 @@ def image_file_check(image: str, ctx: CheckContext) -> Problem | None:
     with `graphgen.paths`' one message (a `FileNotFoundError`, reported as it is), so the check never
     tells whether a file exists outside them.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from graphgen.limits import ImageTooLargeError, open_image
 
     if not image:
         return Problem("no image is given", f"give a file name in the input folder {str(ctx.input_dir)!r}, or a path")
@@ -47,8 +49,10 @@ def image_file_check(image: str, ctx: CheckContext) -> Problem | None:
         return Problem(f"image {image!r} not found in the input folder {str(ctx.input_dir)!r} nor as a path",
                        "put it in the input folder (--input-dir), or give its full path")
     try:
-        with Image.open(path) as opened:  # reads the header only
-            opened.size  # noqa: B018
+        with open_image(path, f"image {image!r}"):  # reads the header only; refuses one over the pixel limit
+            pass
+    except ImageTooLargeError as exc:
+        return Problem(str(exc))
     except (UnidentifiedImageError, OSError) as exc:
         return Problem(f"{image!r} is not an image Pillow can read ({type(exc).__name__})",
                        "give a PNG, JPEG or WebP file")
