@@ -25,8 +25,8 @@ when the text is written into a PNG, a file name or a tokenizer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +50,27 @@ class Problem:
 
 @dataclass(frozen=True)
 class CheckContext:
-    """What a check may look at besides the value: the engine's folders and the input's spec."""
+    """What a check may look at besides the value: the engine's folders, the input's spec, and the
+    types linked into the node's other inputs (`linked_type`)."""
 
     settings: EngineSettings | None
     node_id: str
     node_type: str
     input: InputSpec
+    links: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    specs: Mapping[str, NodeSpec] = field(default_factory=dict)
+
+    def linked_type(self, input_name: str) -> str | None:
+        """The type of the output linked into `input_name` of this node (e.g. `"KOLORS_UNET"`), or None.
+
+        Lets a check refuse a value that cannot work with what is connected (a text-encoder learning
+        rate for a model family whose text encoder does not train), before anything runs.
+        """
+        link = self.links.get(input_name)
+        source = self.specs.get(link[0]) if link is not None else None
+        if source is None or link is None or not 0 <= link[1] < len(source.outputs):
+            return None
+        return source.outputs[link[1]].type
 
     @property
     def models_dir(self) -> Path | None:
@@ -112,7 +127,8 @@ def text_problem(text: str) -> Problem | None:
 
 
 def run_checks(node_id: str, spec: NodeSpec, constants: dict[str, Any],
-               settings: EngineSettings | None) -> list[Issue]:
+               settings: EngineSettings | None, links: Mapping[str, tuple[str, int]] | None = None,
+               specs: Mapping[str, NodeSpec] | None = None) -> list[Issue]:
     """Run the declared checks of every constant input of one node, and the text check.
 
     A check that raises is reported as a problem of that input (a broken check must not make
@@ -128,8 +144,9 @@ def run_checks(node_id: str, spec: NodeSpec, constants: dict[str, Any],
             problem = text_problem(value)
             if problem is not None:
                 found.append(problem)
-        if not found:
-            ctx = CheckContext(settings=settings, node_id=node_id, node_type=spec.type_name, input=input_spec)
+        if not found and input_spec.checks:
+            ctx = CheckContext(settings=settings, node_id=node_id, node_type=spec.type_name, input=input_spec,
+                               links=links or {}, specs=specs or {})
             for check in input_spec.checks:
                 try:
                     outcome = check(value, ctx)

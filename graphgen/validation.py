@@ -107,7 +107,7 @@ def validate(workflow: Workflow, registry: NodeRegistry, settings: EngineSetting
         entry = workflow.nodes[node_id]
         node = PreparedNode(node_id=node_id, spec=spec, constants={}, links={})
         _check_inputs(node, entry.inputs, workflow, specs, issues, graph)
-        issues.extend(run_checks(node_id, spec, node.constants, settings))
+        issues.extend(run_checks(node_id, spec, node.constants, settings, node.links, specs))
         prepared[node_id] = node
 
     issues.extend(_cycle_issues(graph, workflow))

@@ -189,6 +189,37 @@ def test_a_check_that_crashes_is_reported_not_raised(tmp_path):
     assert issue.message == "image 'x.png' is not available here"  # a path resolver's refusal, as it is
 
 
+def test_a_check_sees_the_types_linked_into_its_node(tmp_path):
+    class Source(Node):
+        type_name = "Source"
+        outputs = [Output("INT", "n"), Output("TEXT_THING", "text")]
+
+        def run(self) -> tuple[int, str]:
+            return 1, "x"
+
+    seen: list[tuple[str | None, str | None, str | None]] = []
+
+    def looks(value: int, ctx: CheckContext) -> Problem | None:
+        seen.append((ctx.linked_type("thing"), ctx.linked_type("size"), ctx.linked_type("nothing")))
+        return Problem("not with a TEXT_THING", "link an INT") if ctx.linked_type("thing") == "TEXT_THING" else None
+
+    class Takes(Sized):
+        type_name = "Takes"
+        inputs = [Input("thing", "*"), Int("size", default=64, checks=(looks,))]
+
+    registry = NodeRegistry()
+    for node in (Source, Takes):
+        registry.register(node)
+    engine = Engine(registry=registry, output_dir=tmp_path)
+    workflow = {"1": {"class_type": "Source", "inputs": {}},
+                "2": {"class_type": "Takes", "inputs": {"thing": ["1", 1], "size": 8}}}
+    (issue,) = engine.validate(workflow)
+    assert (issue.node_id, issue.input, issue.message) == ("2", "size", "not with a TEXT_THING")
+    workflow["2"]["inputs"]["thing"] = ["1", 0]
+    assert engine.validate(workflow) == []
+    assert seen == [("TEXT_THING", None, None), ("INT", None, None)]  # a constant input has no linked type
+
+
 def test_vae_encode_of_a_1x1_image_is_graphgens_message(tiny_models, tmp_path):
     Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
     result = Engine(output_dir=tmp_path / "out", models_dir=tiny_models.tutorial_models).run(

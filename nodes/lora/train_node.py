@@ -62,6 +62,20 @@ def dataset_check(dataset_path: str, ctx: CheckContext) -> Problem | None:
                             "metadata.jsonl, or images with same-name .txt captions")
 
 
+#: Output types of Kolors' loaders (native and kijai's): their ChatGLM3 text encoder does not train.
+_KOLORS_MODEL_TYPES = ("KOLORS_UNET", "KOLORSMODEL")
+
+
+def text_encoder_lr_check(value: float, ctx: CheckContext) -> Problem | None:
+    """Validation: a text-encoder learning rate with a Kolors model connected is refused before anything loads."""
+    from .train_config import KOLORS_TEXT_ENCODER_REFUSAL
+
+    if value > 0 and ctx.linked_type("model") in _KOLORS_MODEL_TYPES:
+        message, _, fix = KOLORS_TEXT_ENCODER_REFUSAL.rpartition(": ")
+        return Problem(message, fix)
+    return None
+
+
 # The inputs both training nodes end with, in this widget order.
 _LAST_INPUTS = (
     Bool("resume", default=True, description="continue from this run's checkpoint if there is one"),
@@ -188,7 +202,7 @@ class TrainLoRA(_TrainingNode):
         Int("sample_seed", default=0, min=0, max=2**63 - 1),
         *_LAST_INPUTS,
         # after the shared last inputs: saved workflows list widget values by position
-        Float("text_encoder_lr", default=0.0, min=0.0, max=1.0, step=1e-5,
+        Float("text_encoder_lr", default=0.0, min=0.0, max=1.0, step=1e-5, checks=(text_encoder_lr_check,),
               description="0: train the UNet only (cached text embeddings); > 0: also LoRA on the CLIP "
                           "text encoder(s) at this learning rate (SD1.5/SDXL), encoding captions every step"),
     ]
