@@ -63,3 +63,38 @@ def test_write_tiny_models_writes_given_components_in_chosen_layouts(tmp_path, v
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in vae.state_dict().items())
     with pytest.raises(ValueError, match="unknown layouts"):
         write_tiny_models(tmp_path / "x", layouts=("kohya",))
+
+
+def test_shape_pictures_are_grey_captioned_and_deterministic():
+    """The base model's pretraining pictures: grey only (it never sees red), the shape named in the caption."""
+    import numpy as np
+
+    from graphgen.testing.demo_data import SHAPES, shape_pictures
+
+    pictures = shape_pictures(12, size=32, seed=5)
+    assert [c for _, c in pictures] == [c for _, c in shape_pictures(12, size=32, seed=5)]
+    for image, caption in pictures:
+        pixels = np.asarray(image)
+        assert pixels.shape == (32, 32, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+        assert any(f"a {shape}" in caption and zh in caption for shape, zh in SHAPES.items())
+        assert len(np.unique(pixels[..., 0])) in (1, 2)  # a background and (unless equal) a shape
+
+
+def test_pretrain_unet_learns_to_denoise_deterministically(vae):
+    """A few steps already lower the noise-prediction loss; the same seed gives the same weights."""
+    from graphgen.testing.demo_unet import pretrain_unet
+    from graphgen.testing.tiny_kolors import build_tiny_components
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = []
+        for _ in range(2):
+            tiny = build_tiny_components()
+            tiny.vae = vae
+            runs.append((pretrain_unet(tiny, size=32, steps=16), tiny.unet.state_dict()))
+    finally:
+        torch.set_num_threads(threads)
+    (losses, weights), (losses_again, weights_again) = runs
+    assert losses == losses_again and all(torch.equal(weights[k], v) for k, v in weights_again.items())
+    assert sum(losses[-4:]) < 0.8 * sum(losses[:4]), losses

@@ -13,8 +13,11 @@ outside. The demo's subject (a red disc on off-white) is not taught; the LoRA te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from diffusers import DDPMScheduler
+from PIL import Image
 
 from graphgen_nodes.kolors.encode import encode_prompts
 from graphgen_nodes.kolors.sampling import time_ids
@@ -27,7 +30,7 @@ from .tiny_kolors import KOLORS_SCHEDULER_CONFIG, TinyKolors
 PICTURES, STEPS, BATCH, LEARNING_RATE, EMPTY_CAPTIONS = 512, 128, 16, 2e-3, 0.2
 
 
-def _pixels(pictures: list[tuple[object, str]]) -> torch.Tensor:
+def _pixels(pictures: Sequence[tuple[Image.Image, str]]) -> torch.Tensor:
     """``[n, 3, h, w]`` in [-1, 1]."""
     import numpy as np
 
