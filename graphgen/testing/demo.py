@@ -1,7 +1,8 @@
 """`graphgen demo`: the users' first job end to end on the CPU, with tiny models built on the spot.
 
-Builds tiny Kolors models (tutorial layout: random-weight UNet and ChatGLM, and a VAE that really
-reconstructs images, :mod:`graphgen.testing.demo_vae`) and a small dataset of one distinctive
+Builds tiny Kolors models once per demo folder (tutorial layout: the random-weight ChatGLM, a VAE
+that really reconstructs images, :mod:`graphgen.testing.demo_vae`, and a UNet pretrained for
+seconds on grey shapes, :mod:`graphgen.testing.demo_unet`) and a small dataset of one distinctive
 subject (a red disc, :func:`~graphgen.testing.demo_data.write_demo_dataset`), then runs
 `workflows/kolors_train_lora.json` with small sizes: train a LoRA with `TrainLoRA`, apply it,
 render the prompt with and without it. What the LoRA learned is measured on the saved pictures:
@@ -30,7 +31,7 @@ WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "kolors_train_lor
 #: Small sizes and kohya's transformer layers, so the LoRA learns visibly in well under a minute on
 #: a 2-core CPU (140 steps of 4 images at 64x64; sample grids at steps 70 and 140). The base UNet
 #: is pretrained (:mod:`graphgen.testing.demo_unet`), so the learning rate is a fine-tuning one
-#: (3e-3 learns the red disc; 6e-3 overshoots); batches of 4 average the loss over 4 noise levels
+#: (3e-3 learns the red disc; 6e-3 overshot in trials); batches of 4 average the loss over 4 noise levels
 #: per step, so its curve shows the learning rather than the draw of timesteps. Guidance 2: the
 #: LoRA's prompt needs little pushing.
 DEMO_OVERRIDES: dict[str, Any] = {
