@@ -300,7 +300,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from graphgen.testing.demo import DemoFolderError, run_demo
 
     console = _console()
-    console.print(f"[bold]graphgen demo[/] in {args.dir}: tiny random-weight Kolors, a dataset of red discs, "
+    console.print(f"[bold]graphgen demo[/] in {args.dir}: tiny Kolors models, a dataset of red discs, "
                   "train a LoRA with TrainLoRA, render with and without it (CPU)")
     try:
         if args.json:
@@ -320,9 +320,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 console.print(f"  image ({label}): {image}")
             for grid in demo.samples:
                 console.print(f"  samples:     {grid}")
-            console.print(f"  distance to the training images (mean |latent difference|; the tiny VAE has random "
-                          f"weights, so its pixels are noise): with LoRA {demo.distance_lora:.3f}, "
-                          f"base model {demo.distance_base:.3f}")
+            console.print(f"  distance to the training images (mean colour difference per pixel, 0-255): "
+                          f"with LoRA {demo.colour_lora:.1f}, base model {demo.colour_base:.1f}")
             console.print(f"  loss: first tenth of the steps {demo.loss_first:.4f}, last tenth {demo.loss_last:.4f}")
             console.print("Run it again: the LoRA is reused (same data and parameters), new images are numbered.")
     return {"success": EXIT_OK, "failed": EXIT_NODE_FAILED, "cancelled": EXIT_CANCELLED}[result.status]

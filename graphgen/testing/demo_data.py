@@ -17,6 +17,38 @@ DEMO_RED = (220, 30, 30)
 DEMO_BACKGROUND = (245, 240, 230)
 
 
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: tuple[int, ...]) -> None:
+    """Draws a circle, square or (upward) triangle filling `box`."""
+    left, top, right, bottom = box
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([((left + right) // 2, top), (right, bottom), (left, bottom)], fill=fill)
+
+
+def shape_pictures(count: int, size: int = 64, seed: int = 0) -> list[tuple[Image.Image, str]]:
+    """`count` grey-scale pictures of one shape (circle, square or triangle) on a plain background.
+
+    The generic pictures the demo's base UNet is pretrained on: shapes of every size, place and
+    grey level on a background of another grey, captioned with the shape's name only
+    (``"二次元，圆形, a circle"``). No colour: the base model knows shapes but has never seen red,
+    so what the LoRA teaches (a red disc on off-white) shows in the pictures.
+    """
+    rng = random.Random(seed)
+    pictures = []
+    for _ in range(count):
+        background, fill = rng.randrange(256), rng.randrange(256)
+        image = Image.new("RGB", (size, size), (background,) * 3)
+        shape = rng.choice(sorted(SHAPES))
+        radius = rng.randint(size // 6, size // 2 - 2)
+        cx, cy = rng.randint(radius, size - radius), rng.randint(radius, size - radius)
+        _draw_shape(ImageDraw.Draw(image), shape, (cx - radius, cy - radius, cx + radius, cy + radius), (fill,) * 3)
+        pictures.append((image, f"二次元，{SHAPES[shape]}, a {shape}"))
+    return pictures
+
+
 def _write_csv(train: Path, rows: list[tuple[str, str]]) -> None:
     with open(train / "metadata.csv", "w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle)
@@ -42,13 +74,7 @@ def write_synthetic_dataset(folder: str | Path, count: int = 8, size: int = 128,
         image = Image.new("RGB", (size, size), DEMO_BACKGROUND)
         draw = ImageDraw.Draw(image)
         margin = rng.randint(size // 8, size // 4)
-        box = (margin, margin, size - margin, size - margin)
-        if shape == "circle":
-            draw.ellipse(box, fill=rgb)
-        elif shape == "square":
-            draw.rectangle(box, fill=rgb)
-        else:
-            draw.polygon([(size // 2, margin), (size - margin, size - margin), (margin, size - margin)], fill=rgb)
+        _draw_shape(draw, shape, (margin, margin, size - margin, size - margin), rgb)
         name = f"{index:04d}.png"
         image.save(train / name)
         rows.append((name, f"二次元，{colour_zh}{SHAPES[shape]}，白色背景, a {colour} {shape}"))

@@ -43,6 +43,7 @@ __all__ = [
     "TINY_VAE_CONFIG",
     "TINY_SP_VOCAB_SIZE",
     "TinyKolors",
+    "LAYOUTS",
     "TinyModelPaths",
     "build_tiny_components",
     "tiny_tokenizer_model",
@@ -429,7 +430,17 @@ def vae_diffusers_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
-def write_tiny_models(root: Path, seed: int = 0) -> TinyModelPaths:
+#: The file layouts :func:`write_tiny_models` can write.
+LAYOUTS = ("tutorial", "diffusers", "comfyui")
+
+
+def write_tiny_models(
+    root: Path,
+    seed: int = 0,
+    *,
+    components: TinyKolors | None = None,
+    layouts: tuple[str, ...] = LAYOUTS,
+) -> TinyModelPaths:
     """Writes the tiny Kolors weights in the tutorial, diffusers and ComfyUI file layouts.
 
     All layouts hold the weights of ``build_tiny_components(seed)``: fp32 copies are bit-exact,
@@ -438,50 +449,59 @@ def write_tiny_models(root: Path, seed: int = 0) -> TinyModelPaths:
     Args:
         root: Folder to write into (created if needed).
         seed: Seed passed to :func:`build_tiny_components`.
+        components: Components to write instead of ``build_tiny_components(seed)`` (``graphgen
+            demo`` writes a fitted VAE and UNet). ComfyUI's single VAE file has no config, so its
+            loaders assume SDXL's; a VAE with another config is refused in the ``comfyui`` layout.
+        layouts: Which of :data:`LAYOUTS` to write; the paths of the others are not created.
 
     Returns:
         The important paths.
     """
     root = Path(root)
-    tiny = build_tiny_components(seed)
+    if unknown := set(layouts) - set(LAYOUTS):
+        raise ValueError(f"unknown layouts {sorted(unknown)}; choose from {LAYOUTS}")
+    tiny = components or build_tiny_components(seed)
+    if "comfyui" in layouts and tiny.vae.config.norm_num_groups != SDXL_VAE_CONFIG["norm_num_groups"]:
+        raise ValueError("ComfyUI's single VAE file implies SDXL's 32 norm groups; write this VAE "
+                         "in the tutorial or diffusers layout only")
     spm_bytes = tiny.tokenizer_model.read_bytes()
-
-    # (a) tutorial / DiffSynth layout
     models = root / "tutorial" / "models"
     kolors = models / "kolors" / "Kolors"
-    _write_diffusers_model(kolors / "unet", tiny.unet, fp16_variant=False)
-    _write_diffusers_model(kolors / "vae", tiny.vae, fp16_variant=False)
-    tiny.scheduler.save_config(kolors / "scheduler")
-    te = kolors / "text_encoder"
-    _write_json(te / "config.json", _chatglm_config_json())
-    te_sd = _state_dict(tiny.text_encoder, torch.float32, prefix="transformer.")
-    _save_sharded(te, te_sd, 3, stem="pytorch_model", ext="bin")
-    _write_tokenizer(te, spm_bytes)
     fp16_fix = models / "sdxl-vae-fp16-fix"
-    _write_diffusers_model(fp16_fix, tiny.vae, fp16_variant=False)
-    cfg = json.loads((fp16_fix / "config.json").read_text(encoding="utf-8"))
-    _write_json(fp16_fix / "config.json", {**cfg, "force_upcast": False})
-
-    # (b) diffusers layout
     diffusers_root = root / "diffusers" / "Kolors-diffusers"
-    _write_diffusers_layout(diffusers_root, tiny, spm_bytes, fp16_variant=True)
-
-    # (c) ComfyUI layout
     comfy = root / "comfyui" / "models"
-    _write_diffusers_layout(comfy / "diffusers" / "Kolors", tiny, spm_bytes, fp16_variant=False)
     vae_file = comfy / "vae" / "sdxl.vae.safetensors"
-    _save_safetensors(vae_file, vae_diffusers_to_ldm(_state_dict(tiny.vae, torch.float32)))
     llm_file = comfy / "LLM" / "chatglm3-fp16.safetensors"
-    _save_safetensors(llm_file, _state_dict(tiny.text_encoder, torch.float16, prefix="transformer."))
     unet_file = comfy / "unet" / "kolors_unet.safetensors"
-    unet_config = {k: v for k, v in tiny.unet.config.items() if not k.startswith("_")}
-    _save_safetensors(
-        unet_file,
-        _state_dict(tiny.unet, torch.float16),
-        metadata={"config": json.dumps(unet_config, sort_keys=True)},
-    )
     loras = comfy / "loras"
-    loras.mkdir(parents=True, exist_ok=True)
+
+    if "tutorial" in layouts:  # (a) tutorial / DiffSynth layout
+        _write_diffusers_model(kolors / "unet", tiny.unet, fp16_variant=False)
+        _write_diffusers_model(kolors / "vae", tiny.vae, fp16_variant=False)
+        tiny.scheduler.save_config(kolors / "scheduler")
+        te = kolors / "text_encoder"
+        _write_json(te / "config.json", _chatglm_config_json())
+        te_sd = _state_dict(tiny.text_encoder, torch.float32, prefix="transformer.")
+        _save_sharded(te, te_sd, 3, stem="pytorch_model", ext="bin")
+        _write_tokenizer(te, spm_bytes)
+        _write_diffusers_model(fp16_fix, tiny.vae, fp16_variant=False)
+        cfg = json.loads((fp16_fix / "config.json").read_text(encoding="utf-8"))
+        _write_json(fp16_fix / "config.json", {**cfg, "force_upcast": False})
+
+    if "diffusers" in layouts:  # (b) diffusers layout
+        _write_diffusers_layout(diffusers_root, tiny, spm_bytes, fp16_variant=True)
+
+    if "comfyui" in layouts:  # (c) ComfyUI layout
+        _write_diffusers_layout(comfy / "diffusers" / "Kolors", tiny, spm_bytes, fp16_variant=False)
+        _save_safetensors(vae_file, vae_diffusers_to_ldm(_state_dict(tiny.vae, torch.float32)))
+        _save_safetensors(llm_file, _state_dict(tiny.text_encoder, torch.float16, prefix="transformer."))
+        unet_config = {k: v for k, v in tiny.unet.config.items() if not k.startswith("_")}
+        _save_safetensors(
+            unet_file,
+            _state_dict(tiny.unet, torch.float16),
+            metadata={"config": json.dumps(unet_config, sort_keys=True)},
+        )
+        loras.mkdir(parents=True, exist_ok=True)
 
     return TinyModelPaths(
         root=root,
@@ -495,5 +515,5 @@ def write_tiny_models(root: Path, seed: int = 0) -> TinyModelPaths:
         comfyui_llm_file=llm_file,
         comfyui_unet_file=unet_file,
         comfyui_loras=loras,
-        seed=seed,
+        seed=tiny.seed,
     )
