@@ -296,8 +296,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from graphgen.console import JsonEventWriter, RunView, print_summary
-    from graphgen.testing.demo import DemoFolderError, run_demo
+    from graphgen.console import JsonEventWriter, RunView, print_summary, step_bar
+    from graphgen.testing.demo import DemoFolderError, models_ready, prepare_demo, run_demo
 
     console = _console()
     console.print(f"[bold]graphgen demo[/] in {args.dir}: tiny Kolors models, a dataset of red discs, "
@@ -306,6 +306,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.json:
             demo = run_demo(args.dir, on_event=JsonEventWriter())
         else:
+            if not models_ready(args.dir):  # the one-time build, about half a minute: show it
+                with step_bar(console, "building the demo's models (once): pretraining the base UNet") as advance:
+                    prepare_demo(args.dir, on_build=advance)
             with RunView(console) as view:
                 demo = run_demo(args.dir, on_event=view)
     except DemoFolderError as exc:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any, TextIO
 
@@ -91,6 +92,19 @@ class JsonEventWriter:
     def __call__(self, event: Event) -> None:
         self.stream.write(json.dumps(event.to_dict(), default=str, ensure_ascii=False) + "\n")
         self.stream.flush()
+
+
+@contextlib.contextmanager
+def step_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for work outside a run (e.g. building models once); yields `advance(step, total)`."""
+    with Progress(SpinnerColumn(), TextColumn(escape(description)), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task(description, total=None)
+
+        def advance(step: int, total: int) -> None:
+            progress.update(task, completed=step, total=total)
+
+        yield advance
 
 
 class EtaColumn(TimeRemainingColumn):

@@ -149,8 +149,11 @@ def test_demo_learns_visibly_and_refuses_foreign_folders(tmp_path, capsys):
     the loss falls by a clear margin, and a second run reuses the models and the LoRA."""
     from graphgen.testing.demo import MODELS_STAMP, run_demo
 
-    demo = run_demo(tmp_path / "demo")
+    built_steps: list[tuple[int, int]] = []
+    demo = run_demo(tmp_path / "demo", on_build=lambda step, total: built_steps.append((step, total)))
     assert demo.result.ok, demo.result.failed
+    total = built_steps[-1][1]  # the one-time build shows each pretraining step
+    assert built_steps == [(step, total) for step in range(1, total + 1)] and total > 10
     assert demo.lora and demo.lora.is_file() and demo.loss_curve and demo.loss_curve.is_file()
     assert len(demo.images) == 2 and [g.name for g in demo.samples] == ["step_000070.png", "step_000140.png"]
     assert demo.loss_last < 0.8 * demo.loss_first, (demo.loss_first, demo.loss_last)
@@ -161,6 +164,11 @@ def test_demo_learns_visibly_and_refuses_foreign_folders(tmp_path, capsys):
     again = run_demo(tmp_path / "demo")
     assert again.result.ok and stamp.stat().st_mtime_ns == built and again.lora.stat().st_mtime_ns == lora
     assert [p.name for p in again.images] == ["lora_00002_.png", "base_00002_.png"]
+    capsys.readouterr()
+    assert cli.main(["demo", "--dir", str(tmp_path / "demo")]) == 0  # as users run it: nothing to build
+    out = capsys.readouterr().out
+    assert "building the demo's models" not in out and "distance to the training images" in out
+    assert "lora_00003_.png" in out
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("precious", encoding="utf-8")

@@ -14,7 +14,8 @@ are what a user judges, and a latent beyond the VAE's range clips to the same co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,11 @@ class DemoFolderError(ValueError):
     """The demo folder holds someone else's files."""
 
 
-def _write_models(models: Path) -> None:
+#: ``(step, total)`` of the one-time build of the demo's models (the base UNet's pretraining).
+BuildProgress = Callable[[int, int], None]
+
+
+def _write_models(models: Path, progress: BuildProgress | None = None) -> None:
     """The tiny models in the tutorial layout, stamped when complete.
 
     The random ChatGLM of the tests, with a VAE that reconstructs images and a UNet pretrained on
@@ -134,12 +139,18 @@ def _write_models(models: Path) -> None:
         shutil.rmtree(models)
     tiny = build_tiny_components()
     tiny.vae = colour_cell_vae()
-    pretrain_unet(tiny)
+    pretrain_unet(tiny, progress=progress)
     write_tiny_models(models, components=tiny, layouts=("tutorial",))
     (models / MODELS_STAMP).write_text(MODELS_VERSION + "\n", encoding="utf-8")
 
 
-def prepare_folder(folder: Path) -> tuple[Path, Path, Path]:
+def models_ready(folder: str | Path) -> bool:
+    """Whether `folder` already holds the demo's models of this version (nothing to build)."""
+    stamp = Path(folder).resolve() / "tiny-models" / MODELS_STAMP
+    return stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == MODELS_VERSION
+
+
+def prepare_folder(folder: Path, progress: BuildProgress | None = None) -> tuple[Path, Path, Path]:
     """Tiny models and the dataset in `folder` (made once; reused by later demo runs)."""
     from .demo_data import write_demo_dataset
 
@@ -150,9 +161,8 @@ def prepare_folder(folder: Path) -> tuple[Path, Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text("graphgen demo folder\n", encoding="utf-8")
     models = folder / "tiny-models"
-    stamp = models / MODELS_STAMP
-    if not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != MODELS_VERSION:
-        _write_models(models)
+    if not models_ready(folder):
+        _write_models(models, progress)
     dataset = folder / "data" / "red_disc"
     if not (dataset / "train" / "metadata.csv").exists():
         write_demo_dataset(dataset, count=8, size=64)
@@ -161,24 +171,39 @@ def prepare_folder(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def run_demo(folder: str | Path, on_event: Callable[[Any], None] | None = None,
-             overrides: dict[str, Any] | None = None) -> DemoResult:
+             overrides: dict[str, Any] | None = None, on_build: BuildProgress | None = None) -> DemoResult:
     """Prepare `folder` and run the LoRA workflow in it; outputs go to `<folder>/output`.
 
     Runs on one torch thread (restored afterwards): the tiny models' operations are too small to
     gain from more, and on a busy 2-core machine a second thread makes training 5-20x slower.
+    `on_build(step, total)` follows the one-time pretraining of the base UNet, when the folder
+    has no models yet (half a minute on a 2-core CPU).
     """
+    with _one_torch_thread():
+        return _run_demo(Path(folder).resolve(), on_event, overrides, on_build)
+
+
+def prepare_demo(folder: str | Path, on_build: BuildProgress | None = None) -> None:
+    """Build the demo folder's models and dataset now (what `run_demo` does first), on one torch thread."""
+    with _one_torch_thread():
+        prepare_folder(Path(folder).resolve(), on_build)
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_demo(Path(folder).resolve(), on_event, overrides)
+        yield
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_demo(folder: Path, on_event: Callable[[Any], None] | None, overrides: dict[str, Any] | None) -> DemoResult:
-    kolors, vae, dataset = prepare_folder(folder)
+def _run_demo(folder: Path, on_event: Callable[[Any], None] | None, overrides: dict[str, Any] | None,
+              on_build: BuildProgress | None) -> DemoResult:
+    kolors, vae, dataset = prepare_folder(folder, on_build)
     engine = Engine(output_dir=folder / "output", input_dir=folder / "input")
     settings = {**DEMO_OVERRIDES, "kolors": str(kolors), "vae": str(vae), "dataset": str(dataset),
                 **(overrides or {})}

@@ -13,7 +13,7 @@ outside. The demo's subject (a red disc on off-white) is not taught; the LoRA te
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from diffusers import DDPMScheduler
@@ -38,11 +38,13 @@ def _pixels(pictures: Sequence[tuple[Image.Image, str]]) -> torch.Tensor:
     return torch.from_numpy(arrays).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def pretrain_unet(tiny: TinyKolors, *, size: int = 64, steps: int = STEPS, seed: int = 0) -> list[float]:
+def pretrain_unet(tiny: TinyKolors, *, size: int = 64, steps: int = STEPS, seed: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> list[float]:
     """Trains every weight of ``tiny.unet`` in place on shape pictures at `size`; returns the losses.
 
     ``tiny.vae`` must reconstruct images (:func:`graphgen.testing.demo_vae.colour_cell_vae`);
-    the UNet is left in eval mode, the global torch RNG untouched.
+    the UNet is left in eval mode, the global torch RNG untouched. ``progress(step, steps)`` is
+    called after every step.
     """
     pictures = shape_pictures(PICTURES, size, seed)
     captions = sorted({caption for _, caption in pictures}) + [""]
@@ -70,5 +72,7 @@ def pretrain_unet(tiny: TinyKolors, *, size: int = 64, steps: int = STEPS, seed:
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
+        if progress is not None:
+            progress(len(losses), steps)
     unet.eval()
     return losses
