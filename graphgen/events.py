@@ -60,21 +60,26 @@ class NodeProgress(Event):
 
 
 @dataclass
-class NodeWarning(Event):
-    kind: ClassVar[str] = "node_warning"
+class _NodeNote(Event):
+    """A line of text about a node's work (the fields warnings and infos share)."""
+
     node_id: str = ""
     node_type: str = ""
     message: str = ""
 
 
 @dataclass
-class NodeInfo(Event):
+class NodeWarning(_NodeNote):
+    """Something the user should know that did not stop the node (`ctx.warn`)."""
+
+    kind: ClassVar[str] = "node_warning"
+
+
+@dataclass
+class NodeInfo(_NodeNote):
     """Something worth showing about a node's work that is not a problem (`ctx.info`), e.g. a report."""
 
     kind: ClassVar[str] = "node_info"
-    node_id: str = ""
-    node_type: str = ""
-    message: str = ""
 
 
 @dataclass
