@@ -244,13 +244,20 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         return EXIT_OK
     from rich.table import Table
 
+    columns = ("type", "category", "pack", "inputs", "outputs")
+    rows = [(name, specs[name].category, specs[name].pack,
+             ", ".join(n for n, i in specs[name].inputs.items() if not i.hidden),
+             ", ".join(f"{o.name}:{o.type}" for o in specs[name].outputs)) for name in sorted(specs)]
+    if not sys.stdout.isatty():  # piped (grep, cut, less): one tab-separated line per node, as `ls` does
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(row))
+        return EXIT_OK
     table = Table(show_edge=False)
-    for column in ("type", "category", "pack", "inputs", "outputs"):
+    for column in columns:
         table.add_column(column)
-    for name in sorted(specs):
-        spec = specs[name]
-        table.add_row(name, spec.category, spec.pack, ", ".join(n for n, i in spec.inputs.items() if not i.hidden),
-                      ", ".join(f"{o.name}:{o.type}" for o in spec.outputs))
+    for row in rows:
+        table.add_row(*row)
     _console().print(table)
     return EXIT_OK
 

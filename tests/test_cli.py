@@ -149,6 +149,11 @@ def test_nodes_lists_and_describes(capsys):
     assert info["inputs"][3]["max"] == 4.0 and info["inputs"][2]["choices"] == ["add", "mul"]
     code, out, _ = run_cli(capsys, "nodes", "Combine", "--plugins", PLUGINS)
     assert code == 0 and "gain" in out
+    code, out, _ = run_cli(capsys, "nodes", "--plugins", PLUGINS)  # piped: tab-separated lines for grep/cut
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split("\t") == ["type", "category", "pack", "inputs", "outputs"]
+    combine = next(line.split("\t") for line in lines if line.startswith("Combine\t"))
+    assert combine[3] == "a, b, op, gain" and all(len(line) < 400 for line in lines[:3])
     code, _, err = run_cli(capsys, "nodes", "Combin", "--plugins", PLUGINS)
     assert code == 2 and "did you mean Combine" in err
 
