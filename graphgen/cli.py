@@ -374,11 +374,39 @@ def tiny_model_commands(paths: Any, workflow: str = "workflows/kolors_txt2img.js
     }
 
 
+def tiny_sd_commands(models: Path, dataset: Path) -> dict[str, list[str]]:
+    """`graphgen run` command lines for the shipped SD1.5/SDXL workflows on the tiny checkpoints in
+    `models` (a ComfyUI models folder), training on the kohya folder `dataset`.
+
+    Small sizes and few steps, so that each takes seconds on a CPU; the training runs use a high
+    learning rate (1e-3) so that 8 steps visibly change the random-weight model's image, and
+    buckets of 64-128 pixels (steps of 32) so that the dataset's mixed shapes land in three.
+    """
+    from graphgen.testing.demo_data import KOHYA_CAPTION
+
+    small = ["--set", "width=64", "--set", "height=64", "--set", "steps=4"]
+    where = ["--models-dir", str(models)]
+    train = [*where, "--set", f"dataset={dataset}", "--set", f"prompt={KOHYA_CAPTION}",
+             "--set", "train_height=96", "--set", "train_width=96", "--set", "min_bucket_reso=64",
+             "--set", "bucket_reso_steps=32", "--set", "steps_per_epoch=8", "--set", "sample_every_n_steps=4",
+             "--set", "learning_rate=1e-3", *small]
+    return {
+        "SD1.5 text to image": ["graphgen", "run", "workflows/sd15_txt2img.json", *where, *small],
+        "SDXL + refiner text to image": ["graphgen", "run", "workflows/sdxl_txt2img.json", *where, *small,
+                                         "--set", "refiner_start=3"],
+        "SD1.5 LoRA training (kohya folders), then with/without it":
+            ["graphgen", "run", "workflows/sd15_train_lora.json", *train],
+        "SDXL LoRA training (kohya folders), then with/without it":
+            ["graphgen", "run", "workflows/sdxl_train_lora.json", *train],
+    }
+
+
 def cmd_tiny_models(args: argparse.Namespace) -> int:
     import shlex
 
     from rich.markup import escape
 
+    from graphgen.testing.demo_data import write_kohya_dataset
     from graphgen.testing.tiny_kolors import write_tiny_models
     from graphgen.testing.tiny_sd import write_tiny_sd_models
 
@@ -394,9 +422,15 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
     console.print(f"  ComfyUI workflows (kijai's nodes) run with --models-dir {escape(str(paths.comfyui_models))}",
                   soft_wrap=True)
     sd = write_tiny_sd_models(paths.comfyui_models, seed=args.seed)
+    dataset = write_kohya_dataset(paths.root / "dataset")
     console.print("  SD1.5 / SDXL / SDXL refiner single files (original key layout) in its checkpoints/: "
                   + ", ".join(p.name for p in sd.checkpoints.values()), soft_wrap=True)
     console.print("  kohya LoRAs in its loras/: " + ", ".join(p.name for p in sd.loras.values()), soft_wrap=True)
+    console.print(f"  a kohya-style dataset (mixed aspect ratios, same-name .txt captions): "
+                  f"{escape(str(dataset / '10_reddisc'))}", soft_wrap=True)
+    console.print("SD1.5 and SDXL workflows on them:")
+    for label, command in tiny_sd_commands(sd.models, dataset).items():
+        console.print(f"  {label}:\n    {escape(shlex.join(command))}", soft_wrap=True)
     return EXIT_OK
 
 

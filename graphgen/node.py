@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 from graphgen.blocker import ExecutionBlocker
 from graphgen.context import NodeContext
 from graphgen.spec import (
+    ALWAYS_RERUN,
     BOOLEAN,
     COMBO,
     FLOAT,
@@ -180,9 +181,18 @@ class Node:
         fingerprint = None
         declared = getattr(cls, "fingerprint", None)
         if callable(declared):
-            wants_settings = "settings" in inspect.signature(declared).parameters
+            parameters = inspect.signature(declared).parameters
+            wants_settings = "settings" in parameters
+            # The inputs it cannot do without; one that is linked (a file name another node outputs,
+            # e.g. TrainLoRA's lora_path into LoraLoader) is known only once the run gets there.
+            needed = [n for n, p in parameters.items() if n in inputs and p.default is inspect.Parameter.empty
+                      and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
             def fingerprint(constants: dict[str, Any], settings: Any = None) -> Hashable | None:
+                if any(n not in constants for n in needed):
+                    # The outside state it names cannot be described before running: run it every
+                    # time (and what uses it), rather than risk a stale result.
+                    return ALWAYS_RERUN
                 if wants_settings:
                     return declared(**constants, settings=settings)
                 return declared(**constants)

@@ -124,6 +124,22 @@ def test_fingerprint_tracks_outside_state(engine, tmp_path):
     assert result.executed == ["1", "2"] and result.output("1") == "hello"
 
 
+def test_fingerprint_of_a_linked_file_name_reruns_instead_of_failing(engine, tmp_path):
+    """A file name linked from another node (TrainLoRA's lora_path into LoraLoader) is known only
+    while running: the node runs, and runs again next time, since its file may have changed."""
+    path = tmp_path / "in.txt"
+    path.write_text("hi", encoding="utf-8")
+    b = WorkflowBuilder()
+    name = b.add("Text", text=str(path))
+    b.add("Show", text=b.add("ReadFile", path=name[0])[0])
+    wf = b.build()
+    first = engine.run(wf)
+    assert first.ok and first.output("2") == "hi"
+    path.write_text("hello", encoding="utf-8")
+    second = engine.run(wf)
+    assert second.executed == ["2", "3"] and second.cached == ["1"] and second.output("2") == "hello"
+
+
 def test_fingerprint_error_is_a_node_failure(engine, tmp_path):
     b = WorkflowBuilder()
     b.add("Show", text=b.add("ReadFile", path=str(tmp_path / "missing.txt"))[0])

@@ -462,4 +462,8 @@ def test_shipped_sd_workflow_names_a_missing_checkpoint_at_validation(
     assert "(CheckpointLoaderSimple), input 'ckpt_name'" in err and "--models-dir" in err
     (tmp_path / "input").mkdir()
     Image.new("RGBA", (64, 64)).save(tmp_path / "input" / "input.png")
+    if path.name.endswith("_train_lora.json"):  # and the training data at its default place
+        from graphgen.testing.demo_data import write_kohya_dataset
+
+        write_kohya_dataset(tmp_path / "data" / "lora_dataset")
     assert cli.main(["validate", str(path), "--models-dir", str(sd_models.models)]) == 0, capsys.readouterr().err

@@ -103,3 +103,31 @@ def write_demo_dataset(folder: str | Path, count: int = 8, size: int = 64, seed:
         rows.append((name, DEMO_CAPTION))
     _write_csv(train, rows)
     return root
+
+
+#: The kohya-style dataset's trigger word and caption (kohya users caption with a rare token first).
+KOHYA_CAPTION = "reddisc, a red disc on a white background"
+#: Its images' sizes: wide, tall and square, so that aspect-ratio bucketing has something to sort.
+KOHYA_SIZES = ((96, 64), (64, 96), (80, 80), (128, 64), (64, 128), (96, 96))
+
+
+def write_kohya_dataset(folder: str | Path, repeats: int = 10, name: str = "reddisc", seed: int = 0) -> Path:
+    """Write a tiny dataset as kohya's sd-scripts users hold theirs: `<folder>/<repeats>_<name>/`.
+
+    Red discs on an off-white background in mixed aspect ratios (:data:`KOHYA_SIZES`), each image
+    with a same-name `.txt` caption (:data:`KOHYA_CAPTION`, trigger word first). Returns `folder`
+    (what `TrainLoRA`'s `dataset_path` takes, as kohya's `train_data_dir`).
+    """
+    root = Path(folder)
+    images = root / f"{repeats}_{name}"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for index, (width, height) in enumerate(KOHYA_SIZES):
+        image = Image.new("RGB", (width, height), DEMO_BACKGROUND)
+        radius = min(width, height) // 2 - rng.randint(4, 10)
+        cx, cy = width // 2 + rng.randint(-3, 3), height // 2 + rng.randint(-3, 3)
+        ImageDraw.Draw(image).ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=DEMO_RED)
+        stem = f"{index:04d}_{width}x{height}"
+        image.save(images / f"{stem}.png")
+        (images / f"{stem}.txt").write_text(KOHYA_CAPTION, encoding="utf-8")
+    return root
