@@ -130,9 +130,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return parse_set_arguments(args.overrides)
 
 
+#: The shipped workflows (a source checkout or an editable install; a wheel has none).
+SHIPPED_WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+
+
+def _find_shipped(args: argparse.Namespace) -> None:
+    """`workflows/NAME.json` named from another folder (as the README and `tiny-models` print it): the
+    shipped file, said on stderr, instead of "does not exist"."""
+    given = Path(str(args.workflow))
+    if given.is_absolute() or given.exists() or given.parent not in (Path("."), Path("workflows")):
+        return
+    shipped = SHIPPED_WORKFLOWS / given.name
+    if given.suffix.lower() == ".json" and shipped.is_file():
+        print(f"graphgen: no {given} here; using the shipped {shipped}", file=sys.stderr)
+        args.workflow = str(shipped)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from graphgen.errors import WorkflowError
 
+    _find_shipped(args)
     engine = _engine(args)
     try:
         prepared = engine.prepare(args.workflow, _overrides(args))
@@ -161,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from graphgen.console import JsonEventWriter, RunView, print_summary
     from graphgen.errors import WorkflowError
 
+    _find_shipped(args)
     if batch_requested(args):
         return run_batch_command(args, lambda **settings: _engine(args, **settings))
 

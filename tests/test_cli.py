@@ -427,3 +427,18 @@ def test_info_lines_are_shown_apart_from_warnings(tmp_path):
     assert "bucket 128x64" not in str(result.warnings)
     shown = stream.getvalue()
     assert "i " in shown and "bucket 128x64: 3 images" in shown and "! " in shown
+
+
+def test_a_shipped_workflow_named_from_another_folder_is_found(capsys, tmp_path, monkeypatch):
+    """`graphgen run workflows/NAME.json` as the README and tiny-models print it, from a scratch folder."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_cli(capsys, "validate", "workflows/sd15_txt2img.json", "--json")
+    assert "using the shipped" in err and str(ROOT / "workflows" / "sd15_txt2img.json") in err
+    assert json.loads(out)["valid"] is False  # found and checked: only its checkpoint is missing here
+    assert "v1-5-pruned-emaonly" in out
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "sd15_txt2img.json").write_text("{}", encoding="utf-8")  # the user's own file wins
+    status, out, err = run_cli(capsys, "validate", "workflows/sd15_txt2img.json", "--json")
+    assert "using the shipped" not in err
+    status, _, err = run_cli(capsys, "validate", "workflows/no_such_workflow.json")
+    assert status == 2 and "does not exist" in err
