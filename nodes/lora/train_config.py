@@ -282,7 +282,8 @@ class TrainResult:
         loss_png: The loss-curve PNG.
         elapsed_s: Training seconds, across resumes.
         metadata: The LoRA file's metadata.
-        warnings: Non-fatal notes (precision fallbacks, checkpoint handling).
+        warnings: Non-fatal problems (checkpoint handling, a half-precision base with precision 32).
+        notes: Information (the default precision's fp32 fallback on a CPU).
     """
 
     lora_path: Path
@@ -295,6 +296,7 @@ class TrainResult:
     elapsed_s: float
     metadata: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 #: Settings that do not change the trained weights (sample images, file naming, caption suffix:

@@ -275,6 +275,8 @@ def _train(node: Node, glue: Any, model: Any, text: Any, vae: Any, *, dataset_pa
             raise Cancelled() from None
     for warning in result.warnings:
         ctx.warn(warning)
+    for line in result.notes:
+        ctx.info(line)
     published = _publish(ctx, result.lora_path)
     lora = read_lora(result.lora_path)
     note = (f"reused {result.lora_path.name} (same data and parameters)" if result.reused else

@@ -109,15 +109,15 @@ def _derived_generator(seed: int, tag: str | int) -> torch.Generator:
 
 
 def _resolve_precision(
-    precision: str, device: torch.device, warnings: list[str]
+    precision: str, device: torch.device, notes: list[str]
 ) -> tuple[torch.dtype | None, bool]:
-    """Returns ``(autocast dtype or None, use a gradient scaler)``."""
+    """Returns ``(autocast dtype or None, use a gradient scaler)``; a CPU's fp32 fallback goes to ``notes``."""
     if precision == "32":
         return None, False
     if precision == "bf16-mixed":
         return torch.bfloat16, False
     if device.type == "cpu":
-        warnings.append('precision "16-mixed" on a CPU trains in fp32 (fp16 autocast is slower there)')
+        notes.append('precision "16-mixed" on a CPU trains in fp32 (fp16 autocast is slower there)')
         return None, False
     return torch.float16, True
 
@@ -224,6 +224,7 @@ def train_lora(
     family = family or get_family(config.family)
     fps = Fingerprints(data.fingerprint, base_model_id)
     warnings: list[str] = []
+    notes: list[str] = []  # information, not problems (the default precision's CPU fallback)
     config, reuse, resume_from = choose_output(config, fps, warnings)
     paths = config.paths()
     if reuse is not None:
@@ -235,7 +236,7 @@ def train_lora(
     problem = check_optimizer(config.optimizer, device)
     if problem:
         raise TrainError(problem)
-    autocast_dtype, use_scaler = _resolve_precision(config.precision, device, warnings)
+    autocast_dtype, use_scaler = _resolve_precision(config.precision, device, notes)
     input_dtype = first.dtype if autocast_dtype is None else torch.float32
     if autocast_dtype is None and first.dtype != torch.float32:
         warnings.append(
@@ -417,7 +418,7 @@ def train_lora(
         elif paths["checkpoint"].exists():
             paths["checkpoint"].unlink()
         return TrainResult(
-            paths["lora"], total, False, start, smoothed, paths["csv"], paths["png"], elapsed, meta, warnings
+            paths["lora"], total, False, start, smoothed, paths["csv"], paths["png"], elapsed, meta, warnings, notes
         )
     finally:
         log.close()
