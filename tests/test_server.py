@@ -39,9 +39,25 @@ class Slow(Node):
         return Result(ui={"values": [{"tag": tag}]})
 
 
+class Says(Node):
+    """Output node: an information line through `ctx.info`, one through a pack's `send_progress_text`."""
+
+    category = "test"
+    output_node = True
+    inputs = [String("text", default="")]
+
+    def run(self, text: str) -> Result:
+        from graphgen.compat.server import PromptServer
+
+        self.ctx.info(f"info: {text}")
+        PromptServer.instance.send_progress_text(f"pack: {text}".encode(), self.ctx.node_id)
+        return Result(ui={"text": [text]})
+
+
 def registry() -> Any:
     reg = make_registry()
     reg.register(Slow, pack="test")
+    reg.register(Says, pack="test")
     return reg
 
 
@@ -860,6 +876,35 @@ def test_partially_valid_prompts_run_the_valid_outputs_and_targets_limit_a_run(s
                 status, body = await call(s, "POST", "/prompt", json={"prompt": prompt,
                                                                       "partial_execution_targets": targets})
                 assert status == 400 and body["error"]["message"], body
+            await ws.close()
+
+    run(main())
+
+
+def test_information_lines_reach_the_editor_as_progress_text_frames(server):
+    """`ctx.info` and a pack's `send_progress_text` become ComfyUI's binary frame 3 (node id, text),
+    which the editor (1.58) shows on the node; JSON messages go on as before."""
+    import struct
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(server.url) as s:
+            ws = await s.ws_connect("/ws?clientId=reader")
+            await ws.receive(timeout=10)  # status
+            status, body = await call(s, "POST", "/prompt", json={
+                "prompt": {"7": {"class_type": "Says", "inputs": {"text": "bucket 64x64: 2 images, ünïcode"}}},
+                "client_id": "reader"})
+            assert status == 200, body
+            frames, done = [], False
+            while not done:
+                msg = await ws.receive(timeout=30)
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    kind, length = struct.unpack(">II", msg.data[:8])
+                    frames.append((kind, msg.data[8:8 + length].decode(), msg.data[8 + length:].decode()))
+                else:
+                    data = json.loads(msg.data)
+                    done = data["type"] == "executing" and data["data"]["node"] is None
+            assert frames == [(3, "7", "info: bucket 64x64: 2 images, ünïcode"),
+                              (3, "7", "pack: bucket 64x64: 2 images, ünïcode")]
             await ws.close()
 
     run(main())

@@ -3,6 +3,8 @@
 - `PromptServer.instance.send_sync(event, data, sid=None)` becomes a message of the running node
   (graphgen's events: `graphgen serve` passes it to websocket clients as `{"type": event, "data": data}`);
   outside a run it goes straight to the attached server, if any.
+- `PromptServer.instance.send_progress_text(text, node_id)` is the running node's `ctx.info`: printed
+  by the live view, shown on the node in ComfyUI's editor (binary progress-text frame).
 - `PromptServer.instance.routes` is an aiohttp `RouteTableDef` packs decorate at import; `graphgen
   serve` serves the routes whose handlers are plain aiohttp handlers (also under `/api`), after its
   own: a pack cannot replace one of graphgen's routes.
@@ -20,7 +22,7 @@ from graphgen import compat
 from graphgen.compat import _runtime
 
 log = logging.getLogger("graphgen.compat")
-Publish = Callable[[str | None, dict[str, Any]], None]
+Publish = Callable[[str | None, dict[str, Any] | bytes], None]
 
 
 class BinaryEventTypes:
@@ -78,6 +80,19 @@ class PromptServer:
             send(event, data)
         elif self._publish is not None:
             self._publish(sid, {"type": event, "data": data})
+
+    def send_progress_text(self, text: str | bytes, node_id: str, sid: str | None = None) -> None:
+        """A line shown on a node (ComfyUI's progress text): the running node's `ctx.info` (the live
+        view prints it; `graphgen serve` sends the editor's binary progress-text frame)."""
+        line = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else str(text)
+        ctx = _runtime.context()
+        info = getattr(ctx, "info", None) if ctx is not None else None
+        if info is not None:
+            info(line)
+        elif self._publish is not None:
+            from graphgen.server.messages import progress_text_frame
+
+            self._publish(sid, progress_text_frame(str(node_id), line))
 
     async def send(self, event: str, data: Any, sid: str | None = None) -> None:
         self.send_sync(event, data, sid)

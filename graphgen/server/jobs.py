@@ -23,7 +23,7 @@ from graphgen.server.messages import RunMessages, now_ms
 from graphgen.validation import PreparedWorkflow
 
 log = logging.getLogger("graphgen.server")
-Publish = Callable[[str | None, dict[str, Any]], None]
+Publish = Callable[[str | None, dict[str, Any] | bytes], None]
 """`publish(client_id, message)`: client_id None sends to every client."""
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -223,7 +223,7 @@ class PromptQueue:
     def _run(self, job: Job) -> None:
         client = job.client_id
 
-        def send(message: dict[str, Any]) -> None:
+        def send(message: dict[str, Any] | bytes) -> None:
             self.publish(client, message)
 
         def started() -> None:

@@ -4,12 +4,14 @@ ComfyUI's editor and API clients follow a run through `execution_start`, `execut
 `executing`, `progress`, `executed`, then `execution_success` (or `execution_error` /
 `execution_interrupted`) and finally `executing` with `node: null`. `RunMessages` produces that
 sequence from `graphgen.events` in the worker thread; `send` delivers each message to the client
-that queued the prompt.
+that queued the prompt. A node's information lines (`ctx.info`, a pack's `send_progress_text`) go
+out as ComfyUI's binary progress-text frames, which the editor shows on the node.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import time
 import traceback as tb
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from graphgen.events import (
     NodeCached,
     NodeFailed,
     NodeFinished,
+    NodeInfo,
     NodeMessage,
     NodePreview,
     NodeProgress,
@@ -31,7 +34,18 @@ if TYPE_CHECKING:
     from graphgen.executor import RunResult
     from graphgen.server.jobs import Job
 
-Send = Callable[[dict[str, Any]], None]
+#: Delivers a JSON message, or a ready binary frame, to the client that queued the prompt.
+Send = Callable[[dict[str, Any] | bytes], None]
+#: ComfyUI's binary websocket event types (the first 4 bytes of a binary frame, big-endian).
+PROGRESS_TEXT = 3
+
+
+def progress_text_frame(node_id: str, text: str) -> bytes:
+    """ComfyUI's progress-text frame: event 3, then the node id's length, the node id and the text
+    (UTF-8; the form without a prompt id, as this server does not announce
+    `supports_progress_text_metadata`)."""
+    node = node_id.encode("utf-8")
+    return struct.pack(">II", PROGRESS_TEXT, len(node)) + node + text.encode("utf-8")
 # Kept in a history entry's status.messages, as ComfyUI does.
 HISTORY_EVENTS = frozenset({"execution_start", "execution_cached", "execution_success", "execution_error",
                             "execution_interrupted"})
@@ -116,6 +130,8 @@ class RunMessages:
                 self.job.outputs[event.node_id] = output
                 self.message("executed", {"node": event.node_id, "display_node": event.display_node_id or event.node_id,
                                           "output": output, "prompt_id": pid})
+        elif isinstance(event, NodeInfo):
+            self._send(progress_text_frame(event.node_id, event.message))
         elif isinstance(event, NodeMessage):
             self._send({"type": event.message, "data": event.data})
         elif isinstance(event, NodeFailed) and not self.error_sent:

@@ -32,10 +32,10 @@ class Client:
     def __init__(self, sid: str, ws: web.WebSocketResponse) -> None:
         self.sid = sid
         self.ws = ws
-        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_QUEUED_MESSAGES)
+        self.outbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(maxsize=MAX_QUEUED_MESSAGES)
         self.feature_flags: dict[str, Any] = {}
 
-    def push(self, text: str | None) -> bool:
+    def push(self, text: str | bytes | None) -> bool:
         try:
             self.outbox.put_nowait(text)
             return True
@@ -49,7 +49,10 @@ class Client:
             if text is None or self.ws.closed:
                 return
             try:
-                await self.ws.send_str(text)
+                if isinstance(text, bytes):  # ComfyUI's binary frames (progress text)
+                    await self.ws.send_bytes(text)
+                else:
+                    await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return
 
@@ -74,16 +77,17 @@ class Hub:
     def count(self) -> int:
         return sum(len(group) for group in self.clients.values())
 
-    def publish(self, sid: str | None, message: dict[str, Any]) -> None:
-        """Send `message` to client `sid` (None: to everyone). Callable from any thread."""
+    def publish(self, sid: str | None, message: dict[str, Any] | bytes) -> None:
+        """Send `message` (JSON, or a ready binary frame) to client `sid` (None: to everyone).
+        Callable from any thread."""
         loop = self.loop
         if loop is None or loop.is_closed():
             return
-        text = dumps(message)
+        text = message if isinstance(message, bytes) else dumps(message)
         with contextlib.suppress(RuntimeError):  # the loop is shutting down
             loop.call_soon_threadsafe(self.deliver, sid, text)
 
-    def deliver(self, sid: str | None, text: str) -> None:
+    def deliver(self, sid: str | None, text: str | bytes) -> None:
         """In the loop thread: queue `text` for its clients."""
         targets = [c for group in self.clients.values() for c in group] if sid is None else \
             list(self.clients.get(sid, ()))
