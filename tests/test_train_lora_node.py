@@ -150,3 +150,20 @@ def test_kolors_refuses_text_encoder_lr_in_one_line(tiny_models: Any, tmp_path: 
     graph["nodes"]["3"]["inputs"]["text_encoder_lr"] = 0.0
     path.write_text(json.dumps(graph), encoding="utf-8")
     assert cli.main(["validate", str(path)]) == 0
+
+
+def test_adamw8bit_without_bitsandbytes_or_cuda_is_refused_at_validation(tiny_models: Any, tmp_path: Path,
+                                                                          capsys: Any) -> None:
+    from graphgen import cli
+    from graphgen_nodes.lora.optim import check_optimizer
+
+    graph = workflow(tiny_models, _dataset(tmp_path / "data"), optimizer="AdamW8bit")
+    path = tmp_path / "adam8.json"
+    path.write_text(json.dumps(graph), encoding="utf-8")
+    code = cli.main(["validate", str(path)])
+    out, err = capsys.readouterr()
+    if check_optimizer("AdamW8bit", None) is None:  # a CUDA machine with bitsandbytes: it validates
+        assert code == 0, out + err
+        return
+    assert code == 2, out + err
+    assert "node 3 (TrainLoRA), input 'optimizer'" in out + err and "use AdamW" in out + err

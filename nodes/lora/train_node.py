@@ -76,6 +76,17 @@ def text_encoder_lr_check(value: float, ctx: CheckContext) -> Problem | None:
     return None
 
 
+def optimizer_check(value: str, ctx: CheckContext) -> Problem | None:
+    """Validation: 8-bit AdamW needs bitsandbytes and a CUDA GPU, which are known before anything loads."""
+    from .optim import check_optimizer
+
+    problem = check_optimizer(value, None)
+    if problem is None:
+        return None
+    message, _, fix = problem.rpartition(": ")
+    return Problem(message, fix)
+
+
 # The inputs both training nodes end with, in this widget order.
 _LAST_INPUTS = (
     Bool("resume", default=True, description="continue from this run's checkpoint if there is one"),
@@ -171,7 +182,8 @@ class TrainLoRA(_TrainingNode):
         Float("learning_rate", default=1e-4, min=1e-8, max=1.0, step=1e-5, description="unet_lr"),
         Choice("lr_scheduler", ["constant", "constant_with_warmup", "linear", "cosine"], default="constant"),
         Int("lr_warmup_steps", default=0, min=0, max=1_000_000),
-        Choice("optimizer", ["AdamW", "AdamW8bit"], default="AdamW", description="AdamW8bit: bitsandbytes on CUDA"),
+        Choice("optimizer", ["AdamW", "AdamW8bit"], default="AdamW", description="AdamW8bit: bitsandbytes on CUDA",
+               checks=(optimizer_check,)),
         Int("batch_size", default=1, min=1, max=256),
         Int("gradient_accumulation_steps", default=1, min=1, max=1024),
         Int("height", default=1024, min=64, max=4096, step=8, description="resolution (the largest bucket area)"),
