@@ -167,3 +167,12 @@ def test_adamw8bit_without_bitsandbytes_or_cuda_is_refused_at_validation(tiny_mo
         return
     assert code == 2, out + err
     assert "node 3 (TrainLoRA), input 'optimizer'" in out + err and "use AdamW" in out + err
+
+
+def test_kolors_text_encoder_lr_is_refused_by_the_config_before_anything_is_encoded() -> None:
+    """The run-time guard (a Kolors UNet reaching TrainLoRA through a plain MODEL link): the config says it."""
+    from graphgen_nodes.lora.train_config import TrainConfig, TrainError
+
+    with pytest.raises(TrainError, match="Kolors' ChatGLM3 text encoder does not train: set text_encoder_lr to 0"):
+        TrainConfig(family="kolors", text_encoder_lr=1e-4).validate()
+    TrainConfig(family="sd15", text_encoder_lr=1e-4).validate()

@@ -222,14 +222,9 @@ class TrainLoRA(_TrainingNode):
 
     def run(self, model: Any, clip: Any, vae: Any, dataset_path: str, output_path: str,
             output_name: str, on_bad_item: str, **params: Any) -> Result:
-        from .train_config import KOLORS_TEXT_ENCODER_REFUSAL
         from .train_glue import glue_for
 
         glue = glue_for(model)
-        if params.get("text_encoder_lr", 0.0) > 0 and glue.text_modules is None:
-            raise ValueError(KOLORS_TEXT_ENCODER_REFUSAL if glue.family.name == "kolors" else
-                             f"text_encoder_lr > 0: {glue.family.name}'s text encoder does not train: "
-                             "set text_encoder_lr to 0")
         return _train(self, glue, model, clip, vae, dataset_path=dataset_path, output_path=output_path,
                       output_name=output_name, on_bad_item=on_bad_item,
                       params={**params, "family": glue.family.name, "save_format": "kohya"})
@@ -253,6 +248,7 @@ def _train(node: Node, glue: Any, model: Any, text: Any, vae: Any, *, dataset_pa
                                 f"{str(ctx.input_dir)!r}); give a folder with train/metadata.csv")
     confine_dataset(ctx.settings, dataset)
     config = TrainConfig(dataset_path=str(dataset), output_path=str(out_dir), output_name=output_name, **params)
+    config.validate()  # before anything is encoded (e.g. text_encoder_lr with Kolors linked as a plain MODEL)
     handle, loras = glue.unet_handle(model)
     if loras:
         ctx.warn("the model has LoRAs stacked on it; training starts from the base UNet without them")
@@ -276,7 +272,7 @@ def _train(node: Node, glue: Any, model: Any, text: Any, vae: Any, *, dataset_pa
         unet = stack.enter_context(handle.use())
         text_encoders = None
         if config.text_encoder_lr > 0 and glue.text_modules is not None:
-            ctx.warn("text_encoder_lr > 0: the text encoder(s) stay on the device while training "
+            ctx.info("text_encoder_lr > 0: the text encoder(s) stay on the device while training "
                      "(captions are encoded every step, with their LoRA)")
             text_encoders = glue.text_modules(text, lambda _key, h: stack.enter_context(h.use()))
         try:
